@@ -1,0 +1,35 @@
+"""`python -m knowfree <command> ...`: each command lives in the module of its stage."""
+import importlib
+import sys
+
+from knowfree.errors import KnowfreeError
+
+COMMANDS = {
+    "data": ("knowfree.data.cli", "dataset statistics and format conversion"),
+    "eval": ("knowfree.metrics", "span-level P/R/F1 of a prediction file against gold"),
+    "train": ("knowfree.train", "train a model from a YAML config"),
+    "predict": ("knowfree.predict", "predict spans for raw text with a trained run"),
+    "augment": ("knowfree.knowledge.pipeline", "build fusion / syn_fusion sets with LLM or tagger knowledge"),
+    "llm": ("knowfree.knowledge.server", "assemble the offline GGUF model and run a local llama.cpp server"),
+    "encoder": ("knowfree.encoder", "build and verify the offline encoders"),
+    "reproduce": ("knowfree.reproduce", "run the numbered notebooks with papermill under a params file"),
+}
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print("usage: python -m knowfree <command> [args]\n\ncommands:")
+        for name, (_, doc) in COMMANDS.items():
+            print(f"  {name:10s} {doc}")
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    try:
+        return int(module.cli_main(argv[1:]) or 0)
+    except KnowfreeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

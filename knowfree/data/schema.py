@@ -1,0 +1,156 @@
+"""Label schema: every label's index, kind, count and loss weight, saved as one JSON file.
+
+Target labels come first (indices 0..T-1), extension labels after them, so a model can
+mask extensions at inference by slicing. Extension weights follow a configurable rule of
+their count, because extension spans (POS, segmentation, LLM entity types) can outnumber
+target spans a hundred to one and would otherwise drown the target signal.
+
+Weight rules (``rule`` in ``from_samples``):
+- ``"count"`` (default; the rule of the authors' code): weight = min(scale / count,
+  n_targets / n_labels), scale = 10. Frequent extension labels weigh little.
+- ``"flat"``: every extension label weighs ``value`` (the authors' notes mention 0.13).
+- ``"zero_below"``: weight 0 when the training set has fewer than ``min_train`` sentences
+  (the authors' notes: 500), otherwise the ``"count"`` rule.
+Target labels always weigh 1.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+from knowfree.data.sample import Sample, is_extension
+from knowfree.errors import InputError
+from knowfree.provenance import atomic_write_json
+
+WEIGHT_RULES = ("count", "flat", "zero_below")
+
+
+@dataclass(frozen=True)
+class LabelInfo:
+    name: str
+    index: int
+    kind: str  # "target" | "extension"
+    count: int
+    weight: float
+
+
+def extension_weight(count: int, n_targets: int, n_labels: int, n_train: int,
+                     rule: str = "count", scale: float = 10.0, value: float = 0.13,
+                     min_train: int = 500) -> float:
+    """Loss weight of one extension label; see the module docstring for the rules."""
+    if rule not in WEIGHT_RULES:
+        raise InputError(f"unknown extension weight rule {rule!r}", fix=f"use one of {WEIGHT_RULES}")
+    if rule == "flat":
+        return float(value)
+    if rule == "zero_below" and n_train < min_train:
+        return 0.0
+    return float(min(scale / max(count, 1), n_targets / max(n_labels, 1)))
+
+
+class LabelSchema:
+    def __init__(self, labels: list[LabelInfo], rule: dict | None = None):
+        kinds = [l.kind for l in labels]
+        if any(k not in ("target", "extension") for k in kinds):
+            raise InputError(f"label kinds must be 'target' or 'extension', got {sorted(set(kinds))}")
+        if kinds != sorted(kinds, key=lambda k: k != "target"):
+            raise InputError("target labels must come before extension labels in a schema")
+        if [l.index for l in labels] != list(range(len(labels))):
+            raise InputError("label indices must be 0..N-1 in order")
+        if len({l.name for l in labels}) != len(labels):
+            raise InputError("duplicate label names in schema")
+        self.labels = labels
+        self.rule = dict(rule or {"rule": "count"})
+        self._index = {l.name: l.index for l in labels}
+
+    @property
+    def names(self) -> list[str]:
+        return [l.name for l in self.labels]
+
+    @property
+    def targets(self) -> list[str]:
+        return [l.name for l in self.labels if l.kind == "target"]
+
+    @property
+    def extensions(self) -> list[str]:
+        return [l.name for l in self.labels if l.kind == "extension"]
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.targets)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._index
+
+    def index(self, name: str) -> int:
+        try:
+            return self._index[name]
+        except KeyError:
+            raise InputError(f"label {name!r} is not in the label schema",
+                             fix=f"known labels: {', '.join(self.names[:20])}"
+                                 f"{' ...' if len(self) > 20 else ''}") from None
+
+    def weights(self) -> list[float]:
+        return [l.weight for l in self.labels]
+
+    def without_extensions(self) -> "LabelSchema":
+        return LabelSchema([l for l in self.labels if l.kind == "target"], self.rule)
+
+    @classmethod
+    def from_samples(cls, samples: Iterable[Sample], targets: list[str] | None = None,
+                     rule: str = "count", **rule_args) -> "LabelSchema":
+        """Count labels in ``samples``; ``targets`` fixes the target inventory and order.
+
+        Target labels listed in ``targets`` but absent from the samples are kept with count 0
+        (a small training set may miss a rare type that dev and test still contain)."""
+        samples = list(samples)
+        counts = Counter(s.label for x in samples for s in x.spans)
+        n_train = sum(1 for x in samples if not x.synthetic)
+        if targets is None:
+            targets = sorted(l for l in counts if not is_extension(l))
+        bad = [t for t in targets if is_extension(t)]
+        if bad:
+            raise InputError(f"extension labels given as targets: {bad}")
+        stray = sorted(l for l in counts if not is_extension(l) and l not in targets)
+        if stray:
+            raise InputError(f"samples carry target labels outside the given inventory: {stray}",
+                             fix="add them to `targets` or remove them from the data")
+        exts = sorted(l for l in counts if is_extension(l))
+        n_labels = len(targets) + len(exts)
+        labels = [LabelInfo(t, i, "target", counts.get(t, 0), 1.0) for i, t in enumerate(targets)]
+        labels += [LabelInfo(e, len(targets) + i, "extension", counts[e],
+                             extension_weight(counts[e], len(targets), n_labels, n_train, rule, **rule_args))
+                   for i, e in enumerate(exts)]
+        return cls(labels, {"rule": rule, **rule_args, "n_train": n_train})
+
+    def to_dict(self) -> dict:
+        return {"labels": [asdict(l) for l in self.labels], "weight_rule": self.rule}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LabelSchema":
+        try:
+            labels = [LabelInfo(str(l["name"]), int(l["index"]), str(l["kind"]), int(l["count"]),
+                                float(l["weight"])) for l in d["labels"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"malformed label schema: {e}",
+                             fix="each label needs name, index, kind, count, weight") from None
+        return cls(labels, d.get("weight_rule"))
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LabelSchema":
+        try:
+            d = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise InputError(f"cannot read label schema: {e}", where=str(path)) from None
+        return cls.from_dict(d)
+
+    def __repr__(self) -> str:
+        return f"LabelSchema({self.n_targets} targets, {len(self.extensions)} extensions)"
