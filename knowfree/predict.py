@@ -1,0 +1,313 @@
+"""Predictor: a trained run folder -> spans with character offsets for raw strings.
+
+Text longer than the encoder's limit is cut into overlapping windows (REFERENCE section 2,
+fault 8: the authors cut at 510 pieces and lost every entity beyond). Each window is decoded
+on its own; a span is taken only from the window in which it lies farthest from a cut edge
+(where the model saw the most context on both sides), and spans accepted from different
+windows that collide are resolved by probability, the same rule the model's decoder applies
+inside one window.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from safetensors import safe_open
+from tqdm.auto import tqdm
+
+from knowfree.data.sample import Sample, Span
+from knowfree.data.schema import LabelSchema
+from knowfree.encoder import TokenEncoder
+from knowfree.errors import InputError
+from knowfree.model import ModelConfig, build_model, move_batch
+from knowfree.provenance import atomic_write_text
+
+# Languages written without spaces between words: one token per non-space character.
+CHAR_LANGS = ("zh", "ja")
+
+Decoded = tuple[int, int, str, float]  # start, end (exclusive, tokens), label, probability
+
+# Also the trainer's default evaluation batch size: the same samples in the same batches give
+# bit-identical probabilities, so a loaded run rescoring a split matches the trainer's score.
+BATCH_SIZE = 16
+
+
+def split_text(text: str, lang: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """Tokens of a raw string and their [start, end) character offsets in it."""
+    pattern = r"\S" if lang in CHAR_LANGS else r"\S+"
+    matches = list(re.finditer(pattern, text))
+    return [m.group() for m in matches], [m.span() for m in matches]
+
+
+# --------------------------------------------------------------------------------------------
+# Windows
+# --------------------------------------------------------------------------------------------
+
+
+# Tokens shared by consecutive windows: every span up to this long lies whole inside some
+# window, and a span near a cut is still seen with context from the next window.
+WINDOW_OVERLAP = 32
+
+
+def token_windows(model, samples: Sequence[Sample]) -> list[list[tuple[int, int]]]:
+    """[start, end) token ranges per sample that each fit the encoder; one range if it fits,
+    none for an empty sample."""
+    return [model.encoder.windows(s.tokens, s.lang, overlap=WINDOW_OVERLAP) for s in samples]
+
+
+def cut_sample(sample: Sample, start: int, end: int) -> tuple[Sample, int]:
+    """The window [start, end) as a sample with the spans that lie inside it, and how many
+    spans the cut crossed (those are learnt from a window that holds them whole)."""
+    inside = [Span(s.start - start, s.end - start, s.label) for s in sample.spans
+              if s.start >= start and s.end <= end]
+    crossed = sum(1 for s in sample.spans if s.start < end and s.end > start
+                  and not (s.start >= start and s.end <= end))
+    meta = dict(sample.meta, window=[start, end])
+    return Sample(sample.tokens[start:end], inside, f"{sample.id}@{start}", sample.lang,
+                  sample.synthetic, sample.source_id, sample.weight, meta), crossed
+
+
+def split_long(model, samples: Sequence[Sample]) -> tuple[list[Sample], dict]:
+    """Training view: long samples become overlapping windows, empty ones are dropped. Returns
+    the samples and counts (long samples, windows made, spans that no window holds whole:
+    these are lost, and reported)."""
+    ranges = token_windows(model, samples)
+    out: list[Sample] = []
+    stats = {"samples": len(samples), "empty_dropped": 0, "long_samples": 0, "windows": 0,
+             "spans_crossing_a_cut": 0, "spans_lost": 0}
+    for sample, rs in zip(samples, ranges):
+        if not rs:  # no token to learn from
+            stats["empty_dropped"] += 1
+            continue
+        if len(rs) == 1:
+            out.append(sample)
+            continue
+        stats["long_samples"] += 1
+        stats["windows"] += len(rs)
+        for a, b in rs:
+            piece, crossed = cut_sample(sample, a, b)
+            out.append(piece)
+            stats["spans_crossing_a_cut"] += crossed
+        stats["spans_lost"] += sum(1 for s in sample.spans
+                                   if not any(a <= s.start and s.end <= b for a, b in rs))
+    return out, stats
+
+
+def _margin(start: int, end: int, window: tuple[int, int], n: int) -> float:
+    """Distance from a span to the nearest edge of its window that is a cut, not the text's end."""
+    a, b = window
+    left = start - a if a > 0 else math.inf
+    right = b - end if b < n else math.inf
+    return min(left, right)
+
+
+def _crosses(a: Decoded, b: Decoded) -> bool:
+    return a[0] < b[0] < a[1] < b[1] or b[0] < a[0] < b[1] < a[1]
+
+
+def _overlaps(a: Decoded, b: Decoded) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def merge_windows(n_tokens: int, ranges: Sequence[tuple[int, int]],
+                  decoded: Sequence[Sequence[Decoded]], nested: bool) -> list[Decoded]:
+    """Sentence-level spans from per-window spans (window-relative offsets)."""
+    if len(ranges) == 1:
+        return sorted(decoded[0])
+    candidates: list[Decoded] = []
+    for k, ((a, b), spans) in enumerate(zip(ranges, decoded)):
+        for s, e, label, prob in spans:
+            s, e = s + a, e + a
+            # the window that sees this span with the most context on both sides decides it
+            margins = [_margin(s, e, r, n_tokens) if r[0] <= s and e <= r[1] else -math.inf
+                       for r in ranges]
+            if max(range(len(ranges)), key=margins.__getitem__) == k:
+                candidates.append((s, e, label, prob))
+    clash = _crosses if nested else _overlaps
+    kept: list[Decoded] = []
+    for c in sorted(candidates, key=lambda c: (-c[3], c[0], c[1])):
+        if not any(clash(c, k) for k in kept):
+            kept.append(c)
+    return sorted(kept)
+
+
+# --------------------------------------------------------------------------------------------
+# Batched prediction on samples
+# --------------------------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def predict_spans(model, samples: Sequence[Sample], batch_size: int = BATCH_SIZE,
+                  device: str | torch.device = "cpu", progress: bool = False) -> list[list[Decoded]]:
+    """Decoded target spans (token offsets) per sample, long samples through windows."""
+    was_training = model.training
+    model.eval()
+    try:
+        ranges = token_windows(model, samples)
+        pieces: list[tuple[int, int, Sample]] = []  # (sample index, window index, window sample)
+        for i, (sample, rs) in enumerate(zip(samples, ranges)):
+            for w, (a, b) in enumerate(rs):
+                pieces.append((i, w, cut_sample(sample, a, b)[0] if len(rs) > 1 else sample))
+        # similar lengths together: less padding; results do not depend on the batch
+        order = sorted(range(len(pieces)), key=lambda j: len(pieces[j][2]))
+        decoded: list[list[list[Decoded]]] = [[[] for _ in rs] for rs in ranges]
+        batches = [order[j:j + batch_size] for j in range(0, len(order), batch_size)]
+        if progress:
+            batches = tqdm(batches, desc="predict", leave=False)
+        for idx in batches:
+            chunk = [pieces[j][2] for j in idx]
+            batch = move_batch(model.collate(chunk), device)
+            out = model.decode(batch, model(batch))
+            for j, spans in zip(idx, out):
+                i, w, _ = pieces[j]
+                decoded[i][w] = [(int(s), int(e), str(l), float(p)) for s, e, l, p in spans]
+        nested = not model.config.flat
+        return [merge_windows(len(sample), rs, dec, nested)
+                for sample, rs, dec in zip(samples, ranges, decoded)]
+    finally:
+        model.train(was_training)
+
+
+# --------------------------------------------------------------------------------------------
+# Predictor
+# --------------------------------------------------------------------------------------------
+
+
+def load_weights(model, path: str | Path) -> dict:
+    """Load a safetensors checkpoint into ``model`` (on the model's device); returns its metadata."""
+    path = Path(path)
+    device = next(model.parameters()).device
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            metadata = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error type on a corrupt file
+        raise InputError(f"cannot read weights: {e}", where=str(path)) from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InputError(f"weights do not fit this model: missing {missing[:5]}, unexpected "
+                         f"{unexpected[:5]}", where=str(path),
+                         fix="load them with the config.json and schema.json of their run")
+    return metadata
+
+
+class Predictor:
+    """A trained model plus what it needs to read raw text: ``Predictor.load(run_dir)``."""
+
+    def __init__(self, model, lang: str = "zh", device: str | torch.device = "cpu"):
+        self.model = model.to(device).eval()
+        self.lang = lang
+        self.device = torch.device(device)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "cpu") -> "Predictor":
+        run_dir = Path(run_dir)
+        for name in ("config.json", "schema.json", "encoder.json", "data.json", "model.safetensors"):
+            if not (run_dir / name).is_file():
+                raise InputError(f"not a trained run folder: {name} is missing", where=str(run_dir),
+                                 fix="point at the run_dir of a `python -m knowfree train` run")
+        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        schema = LabelSchema.load(run_dir / "schema.json")
+        spec = json.loads((run_dir / "encoder.json").read_text(encoding="utf-8"))
+        # architecture from the run's own files; every weight comes from model.safetensors
+        encoder = TokenEncoder.from_spec(spec, run_dir / "encoder")
+        model = build_model(ModelConfig.from_dict(config["model"]), schema, encoder=encoder)
+        load_weights(model, run_dir / "model.safetensors")
+        data = json.loads((run_dir / "data.json").read_text(encoding="utf-8"))
+        return cls(model, lang=data.get("lang", "zh"), device=device)
+
+    def predict_samples(self, samples: Sequence[Sample], batch_size: int = BATCH_SIZE) -> list[Sample]:
+        """Samples carrying the predicted target spans (probabilities in meta['probs'])."""
+        out = []
+        for sample, spans in zip(samples, predict_spans(self.model, samples, batch_size, self.device)):
+            pred = sample.with_spans(Span(s, e, l) for s, e, l, _ in spans)
+            pred.meta["probs"] = {f"{s}:{e}:{l}": p for s, e, l, p in spans}
+            out.append(pred)
+        return out
+
+    def predict(self, texts: Iterable[str], batch_size: int = BATCH_SIZE,
+                lang: str | None = None) -> list[list[dict]]:
+        """Spans per text: dicts start, end (character offsets, end exclusive), label, text, prob."""
+        texts = list(texts)
+        lang = lang or self.lang
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+        if bad:
+            raise InputError(f"predict expects strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
+        split = [split_text(t, lang) for t in texts]
+        todo = [i for i, (tokens, _) in enumerate(split) if tokens]
+        samples = [Sample(split[i][0], [], str(i), lang) for i in todo]
+        spans = predict_spans(self.model, samples, batch_size, self.device)
+        results: list[list[dict]] = [[] for _ in texts]
+        for i, found in zip(todo, spans):
+            offsets = split[i][1]
+            for s, e, label, prob in found:
+                a, b = offsets[s][0], offsets[e - 1][1]
+                results[i].append({"start": a, "end": b, "label": label, "text": texts[i][a:b],
+                                   "prob": prob})
+        return results
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def _read_texts(lines: Iterable[str], source: str) -> list[tuple[str, dict]]:
+    """(text, fields to carry to the output) per line: JSONL records with a "text" field (their
+    "id" is carried), or one plain text per line (decided per line)."""
+    texts = []
+    for n, line in enumerate(lines, 1):
+        line = line.rstrip("\r\n")
+        if line.lstrip().startswith("{"):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(f"line {n} starts like JSON but does not parse: {e.msg}",
+                                 where=source, fix="one JSON object per line, or plain text") from None
+            text = record.get("text")
+            if isinstance(text, list):  # KnowFREE JSONL stores characters as a list
+                text = "".join(text) if record.get("lang", "zh") in CHAR_LANGS else " ".join(text)
+            if not isinstance(text, str):
+                raise InputError(f"line {n}: JSON record has no string \"text\" field", where=source)
+            texts.append((text, {"id": record["id"]} if "id" in record else {}))
+        else:
+            texts.append((line, {}))
+    return texts
+
+
+def cli_main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m knowfree predict",
+                                description="Predict spans for raw text with a trained run.")
+    p.add_argument("run_dir", help="run folder written by `python -m knowfree train`")
+    p.add_argument("--input", help="JSONL with a \"text\" field, or plain text lines (default: stdin)")
+    p.add_argument("--output", help="JSONL out, one record per input line (default: stdout)")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    p.add_argument("--lang", help="override the language of the training data (zh, ja, en, ko, ...)")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(list(argv))
+
+    if args.input:
+        try:
+            with open(args.input, encoding="utf-8") as f:
+                records = _read_texts(f, args.input)
+        except OSError as e:
+            raise InputError(f"cannot read input: {e.strerror}", where=args.input) from None
+        except UnicodeDecodeError:
+            raise InputError("input is not UTF-8", where=args.input) from None
+    else:
+        records = _read_texts(sys.stdin, "<stdin>")
+    predictor = Predictor.load(args.run_dir, device=args.device)
+    results = predictor.predict([t for t, _ in records], batch_size=args.batch_size, lang=args.lang)
+    out = "".join(json.dumps({**extra, "text": t, "spans": r}, ensure_ascii=False) + "\n"
+                  for (t, extra), r in zip(records, results))
+    if args.output:
+        atomic_write_text(args.output, out)
+    else:
+        sys.stdout.write(out)
+    return 0

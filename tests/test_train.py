@@ -1,0 +1,284 @@
+"""Trainer: it learns, it is deterministic and resumable, it selects on dev (fault 1), it never
+truncates (fault 8), it reshuffles every epoch from a seed (fault 11), and bad configs fail
+with a message that names the key."""
+import csv
+import json
+import random
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import knowfree.train as train_mod
+from knowfree.__main__ import main as knowfree_main
+from knowfree.data.formats import write
+from knowfree.data.sample import Sample, Span
+from knowfree.data.schema import LabelSchema
+from knowfree.encoder import TokenEncoder, build_tiny_encoder
+from knowfree.errors import ConfigError
+from knowfree.model import ModelConfig, build_model
+from knowfree.predict import split_long
+from knowfree.provenance import REPO_ROOT
+from knowfree.train import load_config, make_batches, train, validate_config
+
+FILLER = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过"
+PEOPLE = ["王小明", "赵丽", "孙悟空"]
+PLACES = ["东京", "巴黎市"]
+SMALL_MODEL = {"channels": 32, "biaffine_heads": 2, "attention_heads": 4, "size_embedding": 8,
+               "dropout": 0.1}
+
+
+def toy_samples(n, seed, prefix):
+    """Short sentences of filler characters with one or two people / places in them."""
+    r = random.Random(seed)
+    out = []
+    for i in range(n):
+        tokens, spans = [], []
+        for _ in range(r.randint(1, 2)):
+            tokens += r.choices(FILLER, k=r.randint(1, 4))
+            label, name = ("PER", r.choice(PEOPLE)) if r.random() < 0.6 else ("LOC", r.choice(PLACES))
+            spans.append(Span(len(tokens), len(tokens) + len(name), label))
+            tokens += list(name)
+        tokens += r.choices(FILLER, k=r.randint(1, 3))
+        out.append(Sample(tokens, spans, id=f"{prefix}-{i}"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """Tiny encoder folder and train/dev/test JSONL files; dev is the training set itself, so
+    dev F1 is training F1 (what the overfitting test needs)."""
+    root = tmp_path_factory.mktemp("toy")
+    encoder = build_tiny_encoder(root / "encoder", [FILLER + "".join(PEOPLE + PLACES)])
+    train_set = toy_samples(16, 0, "train")
+    write(train_set, root / "train.jsonl", "jsonl")
+    write([Sample(s.tokens, s.spans, id=s.id.replace("train", "dev")) for s in train_set],
+          root / "dev.jsonl", "jsonl")
+    write(toy_samples(8, 1, "test"), root / "test.jsonl", "jsonl")
+    return root, encoder
+
+
+def toy_config(toy, **train_opts):
+    root, encoder = toy
+    return {
+        "data": {"train_file": str(root / "train.jsonl"), "dev_file": str(root / "dev.jsonl"),
+                 "test_file": str(root / "test.jsonl")},
+        "model": {"encoder": encoder, **SMALL_MODEL},
+        "train": {"epochs": 4, "batch_size": 4, "encoder_lr": 1e-3, "head_lr": 5e-3,
+                  "warmup": 0.1, "length_buckets": 2,
+                  # one thread: a tiny model on a busy machine is slower with more
+                  "threads": 1, **train_opts},
+    }
+
+
+def weights(run_dir):
+    return load_file(str(run_dir / "model.safetensors"))
+
+
+def same_weights(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def without_times(history):
+    return [{k: v for k, v in row.items() if "seconds" not in k} for row in history]
+
+
+# --- learning ---------------------------------------------------------------------------------
+
+def test_knowfree_head_overfits_16_sentences(toy, tmp_path):
+    metrics = train(toy_config(toy, epochs=30), tmp_path / "run", progress=False)
+    assert metrics["dev"]["f1"] == 1.0  # dev is the training set
+    assert metrics["n_train"] == 16
+    assert metrics["data"]["windows"]["train"]["long_samples"] == 0
+    for key in ("config_hash", "git_commit", "wall_seconds", "best_epoch", "encoder"):
+        assert key in metrics
+    assert set(metrics["data"]["hashes"]) == {"train", "dev", "test"}
+    rows = list(csv.DictReader(open(tmp_path / "run" / "epochs.csv")))
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 31))
+    assert {"train_loss", "dev_p", "dev_r", "dev_f1", "lr_encoder", "lr_head", "seconds"} <= set(rows[0])
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+
+
+# --- determinism and resumption (fault 11) ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def reference_run(toy, tmp_path_factory):
+    """One uninterrupted 4-epoch run, trained through the command line."""
+    root = tmp_path_factory.mktemp("ref")
+    (root / "config.yaml").write_text(yaml.safe_dump(toy_config(toy, epochs=3)), encoding="utf-8")
+    code = knowfree_main(["train", str(root / "config.yaml"), "--set", "train.epochs=4",
+                          "--run-dir", str(root / "run"), "--no-progress"])
+    assert code == 0
+    return root / "run", json.loads((root / "run" / "metrics.json").read_text())
+
+
+def test_same_seed_gives_identical_metrics_and_weights(toy, reference_run, tmp_path):
+    run_dir, reference = reference_run
+    again = train(toy_config(toy, epochs=4), tmp_path / "run", progress=False)
+    assert again["dev"] == reference["dev"] and again["test"] == reference["test"]
+    assert again["config_hash"] == reference["config_hash"]
+    assert same_weights(weights(tmp_path / "run"), weights(run_dir))
+
+    other = train(toy_config(toy, epochs=4, seed=1), tmp_path / "other", progress=False)
+    assert not same_weights(weights(tmp_path / "other"), weights(run_dir))
+    assert other["config_hash"] != reference["config_hash"]
+
+
+def test_stopped_run_resumes_to_the_uninterrupted_result(toy, reference_run, tmp_path):
+    run_dir, reference = reference_run
+    partial = train(toy_config(toy, epochs=4), tmp_path / "run", progress=False, stop_after=1)
+    assert partial["complete"] is False and partial["epoch"] == 1
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    resumed = train(toy_config(toy, epochs=4), tmp_path / "run", progress=False)
+    assert resumed["dev"] == reference["dev"] and resumed["test"] == reference["test"]
+    assert resumed["best_epoch"] == reference["best_epoch"]
+    assert same_weights(weights(tmp_path / "run"), weights(run_dir))
+    state = torch.load(tmp_path / "run" / "checkpoints" / "state-0004.pt", weights_only=True)
+    ref_state = torch.load(run_dir / "checkpoints" / "state-0004.pt", weights_only=True)
+    assert without_times(state["history"]) == without_times(ref_state["history"])
+
+
+def test_completed_run_is_not_retrained_and_other_config_is_refused(toy, reference_run):
+    run_dir, reference = reference_run
+    again = train(toy_config(toy, epochs=4), run_dir, progress=False)
+    assert again["wall_seconds"] == reference["wall_seconds"]  # read back, not retrained
+    with pytest.raises(ConfigError, match="another config"):
+        train(toy_config(toy, epochs=5), run_dir, progress=False)
+
+
+def test_batches_reshuffle_every_epoch_from_the_seed():
+    r = random.Random(3)
+    lengths = [r.randint(1, 60) for _ in range(100)]
+
+    def epochs(seed, buckets, n=3):
+        gen = torch.Generator().manual_seed(seed)
+        return [make_batches(lengths, 8, buckets, gen) for _ in range(n)]
+
+    for buckets in (0, 4):
+        first = epochs(0, buckets)
+        assert first == epochs(0, buckets)  # seeded
+        assert first[0] != first[1] != first[2]  # a fresh order every epoch
+        assert first != epochs(1, buckets)
+        for batches in first:
+            assert sorted(i for b in batches for i in b) == list(range(100))
+            assert len(batches) == 13
+    # bucketing: batches hold similar lengths, far less spread than random batches
+    spread = lambda bs: sum(max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in bs)
+    assert spread(epochs(0, 4, 1)[0]) < 0.5 * spread(epochs(0, 0, 1)[0])
+
+
+def test_synthetic_weight_reaches_the_batch_weights(toy):
+    """Fault 3: down-weighting synthetic samples must reach the loss, per sample."""
+    _, encoder_dir = toy
+    gold = toy_samples(2, 0, "gold")
+    synthetic = [Sample(s.tokens, s.spans, id=f"syn-{i}", synthetic=True, weight=0.5)
+                 for i, s in enumerate(toy_samples(2, 1, "x"))]
+    weighed = train_mod.weigh_synthetic(gold + synthetic, 0.2)
+    assert [s.weight for s in weighed] == [1.0, 1.0, 0.1, 0.1]
+    assert synthetic[0].weight == 0.5  # the loaded data are not modified
+    schema = LabelSchema.from_samples(gold, targets=["LOC", "PER"])
+    model = build_model(ModelConfig(encoder=encoder_dir, **SMALL_MODEL), schema)
+    assert model.collate(weighed)["weights"].tolist() == pytest.approx([1.0, 1.0, 0.1, 0.1])
+
+
+# --- model selection on dev, never test (fault 1) ---------------------------------------------
+
+def scripted_evaluation(monkeypatch, dev_f1):
+    """Replace the scorer: dev F1 follows ``dev_f1`` by epoch; every call is logged with a copy
+    of the weights it scored."""
+    calls = []
+
+    def fake(model, samples, batch_size, device):
+        split = samples[0].id.split("-")[0]
+        n_dev = sum(1 for c in calls if c[0] == "dev")
+        calls.append((split, {k: v.clone() for k, v in model.state_dict().items()}))
+        f1 = dev_f1[n_dev] if split == "dev" else 0.5
+        return {"precision": f1, "recall": f1, "f1": f1}
+
+    monkeypatch.setattr(train_mod, "_evaluate", fake)
+    return calls
+
+
+def test_checkpoint_is_selected_on_dev_and_test_scored_once(toy, tmp_path, monkeypatch):
+    calls = scripted_evaluation(monkeypatch, [0.2, 0.9, 0.5, 0.7])
+    metrics = train(toy_config(toy, epochs=4), tmp_path / "run", progress=False)
+    assert [c[0] for c in calls] == ["dev"] * 4 + ["test"]
+    assert metrics["best_epoch"] == 2 and metrics["dev"]["f1"] == 0.9
+    # test scored the weights dev chose (epoch 2), not the last ones
+    assert same_weights(calls[-1][1], calls[1][1])
+    assert not same_weights(calls[-1][1], calls[3][1])
+
+
+def test_early_stopping_on_dev_f1(toy, tmp_path, monkeypatch):
+    calls = scripted_evaluation(monkeypatch, [0.5, 0.6, 0.6, 0.4, 0.7, 0.8])
+    metrics = train(toy_config(toy, epochs=6, patience=2), tmp_path / "run", progress=False)
+    assert metrics["epochs_run"] == 4 and metrics["stopped_early"]
+    assert metrics["best_epoch"] == 2
+    assert [c[0] for c in calls] == ["dev"] * 4 + ["test"]
+
+
+# --- no truncation (fault 8) ------------------------------------------------------------------
+
+def test_long_training_sentences_become_windows_without_losing_spans(toy):
+    _, encoder_dir = toy
+    tokens = list(random.Random(0).choices(FILLER, k=300)) + ["王", "小", "明"] + \
+        list(random.Random(1).choices(FILLER, k=60))
+    long = Sample(tokens, [Span(300, 303, "PER"), Span(0, 2, "LOC")], id="long")
+    schema = LabelSchema.from_samples([long], targets=["LOC", "PER"])
+    model = build_model(ModelConfig(encoder=encoder_dir, **SMALL_MODEL), schema,
+                        encoder=TokenEncoder(encoder_dir, max_pieces=66))
+    short = toy_samples(3, 0, "short")
+    out, stats = split_long(model, short + [long])
+    assert out[:3] == short
+    windows = out[3:]
+    assert stats["long_samples"] == 1 and stats["windows"] == len(windows) >= 6
+    assert stats["spans_lost"] == 0
+    assert all(len(w) <= 64 for w in windows)
+    covered = {i for w in windows for i in range(w.meta["window"][0], w.meta["window"][1])}
+    assert covered == set(range(len(tokens)))
+    found = {(w.meta["window"][0] + s.start, w.meta["window"][0] + s.end, s.label)
+             for w in windows for s in w.spans}
+    assert found == {(300, 303, "PER"), (0, 2, "LOC")}
+
+
+# --- configs ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change, message", [
+    ({"train": {"epoch": 3}}, r"unknown config key 'train.epoch'; did you mean 'epochs'"),
+    ({"trian": {}}, r"unknown config key 'trian'"),
+    ({"train": {"batch_size": "8"}}, r"'train.batch_size' must be int.*got str '8'"),
+    ({"train": {"epochs": True}}, r"'train.epochs' must be int"),
+    ({"train": {"epochs": 0}}, r"'train.epochs' must be > 0"),
+    ({"train": {"warmup": 1.5}}, r"train.warmup.*fraction"),
+    ({"model": {"hed": "cnn"}}, r"model.*unknown model config key"),
+    ({"model": {"head": "crf"}}, r"model.*head must be one of"),
+    ({"data": {"dataset": "weibo"}}, r"exactly one of data.dataset"),
+    ({"data": {"dev_file": None}}, r"dev_file is required"),
+    ({"data": {"extension_weight_rule": "loud"}}, r"extension_weight_rule"),
+])
+def test_bad_config_is_refused_with_the_key_named(toy, change, message):
+    config = toy_config(toy)
+    for section, values in change.items():
+        config.setdefault(section, {}).update(values)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)
+
+
+def test_config_file_overrides_and_cli_error(toy, tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(toy_config(toy)), encoding="utf-8")
+    config = load_config(path, ["train.epochs=7", "train.warmup=20", "model.window=2"])
+    assert config["train"]["epochs"] == 7 and config["train"]["warmup"] == 20
+    assert config["model"]["window"] == 2 and config["train"]["encoder_lr"] == 1e-3
+    assert config["train"]["clip"] == 1.0  # default filled in
+    assert knowfree_main(["train", str(path), "--set", "train.epoch=2"]) == 1
+    assert "did you mean 'epochs'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        load_config(path, ["train.epochs"])
+
+
+@pytest.mark.parametrize("name", ["weibo_k250.yaml", "tiny.yaml"])
+def test_shipped_training_configs_are_valid(name):
+    config = load_config(REPO_ROOT / "configs" / name)
+    assert config["data"]["dataset"] == "weibo"
