@@ -1,0 +1,249 @@
+"""Loss-free, append-only cache of LLM answers, and its provenance.
+
+Layout of a cache folder (commit it next to the results it feeds):
+
+``seg-<UTC time>-<pid>-<random>.jsonl``
+    the segment a live process is appending to: one JSON line per completed answer, flushed
+    and fsync'd before the answer is used, so a kill at any moment loses no completed answer.
+    A kill in the middle of a write leaves a partial last line; loading skips and reports it.
+``seg-....jsonl.gz``
+    a sealed segment: the complete lines of a finished (or dead) writer, gzipped
+    deterministically. Sealed segments are never rewritten; new answers go to new segments,
+    so git only ever gains files. The prompts repeat, so gzip keeps well under 1 KB per answer.
+``provenance.json``
+    models, servers, template versions, dates and counts, recomputed from the entries.
+
+A writer holds an ``flock`` on its open segment. A live cache seals, on open, every plain
+segment whose lock is free (its writer died) and, on close, its own.
+
+Modes: ``live`` answers what it has and lets the client ask for the rest; ``replay`` never
+writes and makes the client raise :class:`CacheMissError`, listing what is missing, instead of
+opening any connection.
+"""
+from __future__ import annotations
+
+import fcntl
+import gzip
+import hashlib
+import json
+import os
+import secrets
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from knowfree import __version__
+from knowfree.errors import InputError, KnowfreeError
+from knowfree.provenance import atomic_write_bytes, atomic_write_json, git_commit, sha256_file
+
+FORMAT = "knowfree-llm-cache/1"
+MODES = ("live", "replay")
+
+
+def request_key(model: str, kind: str, version: str, messages: list[dict], sampling: dict) -> str:
+    """sha256 over everything that changes an answer; bookkeeping (sample ids) stays out."""
+    blob = json.dumps({"model": model, "kind": kind, "version": version, "messages": messages,
+                       "sampling": sampling}, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class CacheMissError(KnowfreeError):
+    """Replay mode met requests whose answers are not cached."""
+
+    def __init__(self, folder: Path, missing: list, total: int, show: int = 5):
+        self.missing = missing  # (key, request) pairs
+        lines = [f"{len(missing)} of {total} LLM answers are missing from the cache {folder} "
+                 f"(replay mode makes no requests); first {min(show, len(missing))}:"]
+        for key, req in missing[:show]:
+            prompt = req.messages[-1]["content"].replace("\n", " ")
+            lines.append(f"  {key[:16]} {req.version}: {prompt[:100]!r}")
+        lines.append("fix: run once in live mode with a server (llm mode: live), or restore the "
+                     "committed cache files of this setting")
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class LoadReport:
+    """What loading found; partial and corrupt lines are skipped, never silently."""
+    segments: int = 0
+    entries: int = 0
+    duplicates: int = 0
+    partial_lines: list[str] = field(default_factory=list)  # "file:line (N bytes)"
+    corrupt_lines: list[str] = field(default_factory=list)
+    sealed: list[str] = field(default_factory=list)  # dead writers' segments sealed on open
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class ResponseCache:
+    """Answers keyed by :func:`request_key`; use as a context manager so the segment is sealed."""
+
+    def __init__(self, folder: str | Path, mode: str = "live"):
+        if mode not in MODES:
+            raise InputError(f"unknown cache mode {mode!r}", fix=f"use one of {', '.join(MODES)}")
+        self.folder, self.mode = Path(folder), mode
+        self.report = LoadReport()
+        self._entries: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        self._segment = None  # (path, file) of this process's open segment
+        self._added = 0
+        if mode == "live":
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._seal_dead_segments()
+        elif not self.folder.is_dir():
+            raise InputError("replay cache folder does not exist", where=str(self.folder),
+                             fix="restore the committed cache or run once in live mode")
+        self._load()
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        for path in sorted(self.folder.glob("seg-*.jsonl*")):
+            if path.name.endswith(".jsonl.gz"):
+                try:
+                    data = gzip.decompress(path.read_bytes())
+                except (OSError, EOFError) as e:
+                    raise InputError(f"sealed cache segment is damaged ({e})", where=str(path),
+                                     fix="restore it from git; it is written atomically and "
+                                         "should never be truncated") from e
+            elif path.name.endswith(".jsonl"):
+                try:
+                    data = path.read_bytes()
+                except FileNotFoundError:  # sealed by its writer since the listing
+                    data = gzip.decompress(path.with_name(path.name + ".gz").read_bytes())
+            else:
+                continue
+            self.report.segments += 1
+            for entry in self._parse_lines(path, data):
+                if entry["key"] in self._entries:
+                    self.report.duplicates += 1
+                else:
+                    self._entries[entry["key"]] = entry
+        self.report.entries = len(self._entries)
+
+    def _parse_lines(self, path: Path, data: bytes):
+        lines = data.split(b"\n")
+        for no, raw in enumerate(lines, 1):
+            if not raw:
+                continue
+            if no == len(lines):  # no newline after it: the write was cut short
+                self.report.partial_lines.append(f"{path.name}:{no} ({len(raw)} bytes)")
+                continue
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                entry = None
+            if not isinstance(entry, dict) or "key" not in entry:
+                self.report.corrupt_lines.append(f"{path.name}:{no}")
+                continue
+            yield entry
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._entries
+
+    def get(self, key: str) -> dict | None:
+        return self._entries.get(key)
+
+    def entries(self) -> list[dict]:
+        return list(self._entries.values())
+
+    # -- writing -------------------------------------------------------------------------
+
+    def put(self, entry: dict) -> None:
+        """Append one completed answer; it is on disk when this returns."""
+        if self.mode != "live":
+            raise KnowfreeError(f"cache {self.folder} is in {self.mode} mode and takes no new answers")
+        line = json.dumps(entry, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n"
+        with self._lock:
+            if entry["key"] in self._entries:
+                return
+            f = self._open_segment()
+            f.write(line.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+            self._entries[entry["key"]] = entry
+            self._added += 1
+
+    def _open_segment(self):
+        if self._segment is None:
+            # Time first so segments sort in writing order; the random part keeps two runs of
+            # one process within the same second apart.
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            path = self.folder / f"seg-{stamp}-{os.getpid()}-{secrets.token_hex(3)}.jsonl"
+            # Lock under a hidden name, then rename: another process that sees the segment
+            # always finds it locked, so it cannot mistake it for a dead writer's and seal it.
+            hidden = path.with_name("." + path.name)
+            f = open(hidden, "xb")
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(hidden, path)
+            self._segment = (path, f)
+        return self._segment[1]
+
+    def _seal_dead_segments(self) -> None:
+        for path in sorted(self.folder.glob("seg-*.jsonl")):
+            try:
+                f = open(path, "rb")
+            except FileNotFoundError:
+                continue  # another process sealed it meanwhile
+            with f:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # a live writer still owns it
+                self._seal(path, f.read())
+                self.report.sealed.append(path.name)
+
+    def _seal(self, path: Path, data: bytes) -> None:
+        complete = data[:data.rfind(b"\n") + 1]
+        if len(complete) < len(data):
+            self.report.partial_lines.append(f"{path.name}:end ({len(data) - len(complete)} bytes dropped on sealing)")
+        if complete:
+            # mtime=0 and no file name: the same lines always give the same bytes in git
+            atomic_write_bytes(path.with_name(path.name + ".gz"), gzip.compress(complete, 9, mtime=0))
+        path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Seal this process's segment and refresh provenance.json (live mode only)."""
+        with self._lock:
+            if self._segment is not None:
+                path, f = self._segment
+                with open(path, "rb") as g:  # sealed while still locked: no one else seals it
+                    self._seal(path, g.read())
+                f.close()
+                self._segment = None
+            if self.mode == "live" and (self._added or self.report.sealed):
+                atomic_write_json(self.folder / "provenance.json", self.provenance())
+                self._added = 0
+                self.report.sealed = []
+
+    def __enter__(self) -> ResponseCache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- provenance ----------------------------------------------------------------------
+
+    def provenance(self) -> dict:
+        entries = self._entries.values()
+        created = sorted(e.get("created", "") for e in entries)
+        return {
+            "format": FORMAT,
+            "entries": len(self._entries),
+            "models": dict(Counter(e.get("model") for e in entries)),
+            "servers": dict(Counter(e.get("server") for e in entries)),
+            "template_versions": dict(Counter(e.get("version") for e in entries)),
+            "kinds": dict(Counter(e.get("kind") for e in entries)),
+            "prompt_tokens": sum(e.get("prompt_tokens") or 0 for e in entries),
+            "completion_tokens": sum(e.get("completion_tokens") or 0 for e in entries),
+            "first_answer": created[0] if created else None,
+            "last_answer": created[-1] if created else None,
+            "segments": {p.name: sha256_file(p) for p in sorted(self.folder.glob("seg-*.jsonl.gz"))},
+            "written_by": {"knowfree": __version__, "git_commit": git_commit()},
+        }
