@@ -43,6 +43,7 @@ import yaml
 from safetensors.torch import save as safetensors_bytes
 from tqdm.auto import tqdm
 
+from knowfree import yamlio
 from knowfree.data import formats
 from knowfree.data.registry import open_dataset
 from knowfree.data.sample import Sample, Span
@@ -204,7 +205,7 @@ def apply_overrides(config: dict, overrides: list[str]) -> dict:
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key.sub=value, got {item!r}")
         try:
-            value = yaml.safe_load(raw)
+            value = yamlio.load(raw)
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML: {e}") from None
         parts = key.strip().split(".")
@@ -221,7 +222,7 @@ def apply_overrides(config: dict, overrides: list[str]) -> dict:
 def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
     path = Path(path)
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        config = yamlio.load(path.read_text(encoding="utf-8")) or {}
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
     except yaml.YAMLError as e:

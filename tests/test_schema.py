@@ -63,3 +63,4 @@ def test_bad_inputs_are_named(tmp_path):
 def test_sample_rejects_span_outside_sentence():
     with pytest.raises(ValueError, match="ends past the sentence"):
         Sample.from_dict({"text": list("ab"), "entities": [{"start": 1, "end": 3, "entity": "X"}]})
+

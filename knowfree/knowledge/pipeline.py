@@ -59,6 +59,7 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
+from knowfree import yamlio
 from knowfree import __version__
 from knowfree.data.sample import Sample, Span, is_extension
 from knowfree.data.schema import WEIGHT_RULES, LabelSchema
@@ -176,7 +177,7 @@ def validate_config(raw: dict) -> dict:
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yamlio.load(path.read_text(encoding="utf-8")) or {}
     except OSError as e:
         raise ConfigError(f"cannot read augment config {path}: {e.strerror}") from None
     except yaml.YAMLError as e:
@@ -191,7 +192,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: {p!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = yamlio.load(value)
     return validate_config(raw)
 
 
@@ -565,7 +566,7 @@ def _pseudo_label_run(cfg: dict, setting: Setting, out_dir: Path, progress: bool
     tcfg = pl["train"]
     if isinstance(tcfg, str):
         try:
-            tcfg = yaml.safe_load(_path(tcfg).read_text(encoding="utf-8")) or {}
+            tcfg = yamlio.load(_path(tcfg).read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError) as e:
             raise ConfigError(f"synthesis.pseudo_label.train: cannot read train config {tcfg}: {e}") from None
     # Only the model and how to train it are taken: the data are this setting's fusion set.
