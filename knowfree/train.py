@@ -39,7 +39,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from safetensors.torch import save as safetensors_bytes
 from tqdm.auto import tqdm
 
@@ -197,37 +196,11 @@ def config_hash(config: dict) -> str:
     return hash_json({k: v for k, v in config.items() if k != "output"})
 
 
-def apply_overrides(config: dict, overrides: list[str]) -> dict:
-    """`--set train.epochs=3`: dotted key, YAML-parsed value. Unknown keys surface in validation."""
-    config = json.loads(json.dumps(config))  # deep copy; configs are plain YAML data
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects key.sub=value, got {item!r}")
-        try:
-            value = yamlio.load(raw)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML: {e}") from None
-        parts = key.strip().split(".")
-        node = config
-        for p in parts[:-1]:
-            nxt = node.setdefault(p, {})
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {key}: {p!r} is not a section")
-            node = nxt
-        node[parts[-1]] = value
-    return config
+apply_overrides = yamlio.apply_overrides
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
-    path = Path(path)
-    try:
-        config = yamlio.load(path.read_text(encoding="utf-8")) or {}
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config {path} is not valid YAML: {e}") from None
-    return validate_config(apply_overrides(config, list(overrides)))
+    return validate_config(apply_overrides(yamlio.load_file(path, "config"), list(overrides)))
 
 
 # --------------------------------------------------------------------------------------------

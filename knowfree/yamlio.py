@@ -26,3 +26,49 @@ _Loader.add_implicit_resolver(
 def load(text):
     """Parse YAML text (str or stream) with YAML 1.2 number rules."""
     return yaml.load(text, Loader=_Loader)
+
+
+def load_file(path, what: str = "config") -> dict:
+    """A YAML mapping from ``path``; unreadable files and bad YAML become ConfigError."""
+    from pathlib import Path
+
+    from knowfree.errors import ConfigError
+    path = Path(path)
+    try:
+        data = load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {path} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {path} must be a YAML mapping (key: value lines), "
+                          f"got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(config: dict, overrides) -> dict:
+    """`--set train.epochs=3`: dotted key, YAML-parsed value, on a deep copy of ``config``.
+    Unknown keys are left for the caller's validation to report."""
+    import copy
+
+    from knowfree.errors import ConfigError
+    config = copy.deepcopy(config)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key.sub=value, got {item!r}")
+        try:
+            value = load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML: {e}") from None
+        parts = key.strip().split(".")
+        node = config
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {key}: {p!r} is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return config

@@ -57,7 +57,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import yaml
 
 from knowfree import yamlio
 from knowfree import __version__
@@ -175,25 +174,8 @@ def validate_config(raw: dict) -> dict:
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> dict:
-    path = Path(path)
-    try:
-        raw = yamlio.load(path.read_text(encoding="utf-8")) or {}
-    except OSError as e:
-        raise ConfigError(f"cannot read augment config {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"augment config {path} is not valid YAML: {e}") from None
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set expects key.sub=value, got {item!r}")
-        node = raw
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"--set {key}: {p!r} is not a section")
-        node[parts[-1]] = yamlio.load(value)
-    return validate_config(raw)
+    raw = yamlio.load_file(path, "augment config")
+    return validate_config(yamlio.apply_overrides(raw, overrides))
 
 
 def _path(p: str | Path) -> Path:
@@ -565,10 +547,7 @@ def _pseudo_label_run(cfg: dict, setting: Setting, out_dir: Path, progress: bool
     formats.write(setting.dev, out_dir / "dev.jsonl", "jsonl")
     tcfg = pl["train"]
     if isinstance(tcfg, str):
-        try:
-            tcfg = yamlio.load(_path(tcfg).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"synthesis.pseudo_label.train: cannot read train config {tcfg}: {e}") from None
+        tcfg = yamlio.load_file(_path(tcfg), "synthesis.pseudo_label.train config")
     # Only the model and how to train it are taken: the data are this setting's fusion set.
     tcfg = {k: copy.deepcopy(v) for k, v in tcfg.items() if k in ("model", "train")}
     tcfg["data"] = {"train_file": str(out_dir / "fusion.jsonl"), "dev_file": str(out_dir / "dev.jsonl"),
