@@ -251,3 +251,28 @@ def test_rebuild_from_spec_and_files(tiny_bert, tiny_qwen, tmp_path, which):
     batch = original.tokenize(ZH + [["Hi", " ", "there"]])
     with torch.no_grad():
         assert torch.equal(original(batch), rebuilt(rebuilt.tokenize(ZH + [["Hi", " ", "there"]])))
+
+
+def test_qwen_gguf_tokenizer_alignment_and_round_trip(tmp_path):
+    """Byte-level BPE of the real Qwen2.5 GGUF (when assembled): every character gets a
+    piece, split characters pool both halves, and the saved tokenizer.json that a run
+    folder keeps tokenizes exactly like the GGUF's own."""
+    path = E.qwen_offline_path()
+    if not path.is_file():
+        pytest.skip(f"{path} not assembled (python -m knowfree llm assemble 0.5b)")
+    gguf_tok = E._load_tokenizer(path.parent, gguf_file=path.name)
+    gguf_tok.save_pretrained(tmp_path)
+    saved_tok = E._load_tokenizer(tmp_path)
+    texts = ["".join(s) for s in ZH] + ["龘靐齉我们😀好", "東京都に住んでいる"]
+    ours, theirs = (t(texts, return_offsets_mapping=True, return_special_tokens_mask=True)
+                    for t in (gguf_tok, saved_tok))
+    assert ours["input_ids"] == theirs["input_ids"]
+    assert ours["offset_mapping"] == theirs["offset_mapping"]
+    split_chars = 0
+    for i, text in enumerate(texts):
+        al = E._align(ours["offset_mapping"][i], ours["special_tokens_mask"][i],
+                      gguf_tok.convert_ids_to_tokens(ours["input_ids"][i]),
+                      [(c, c + 1) for c in range(len(text))])
+        assert all(al.pieces), text
+        split_chars += sum(len(ps) > 1 for ps in al.pieces)
+    assert split_chars >= 2  # rare characters are split into byte pieces
