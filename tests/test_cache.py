@@ -1,25 +1,19 @@
 """The response cache: a killed run loses no completed answer and a rerun asks only the rest."""
 import gzip
-import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+from fake_openai import MODEL, FakeOpenAI, requests
 
 from knowfree.knowledge.cache import CacheMissError, ResponseCache, request_key
 from knowfree.knowledge.llm import LLMClient, Request, Sampling
 from knowfree.provenance import REPO_ROOT
 
-# The fake server lives beside the client tests; loaded by path so any pytest import mode works.
-_spec = importlib.util.spec_from_file_location("_llm_client_tests", Path(__file__).with_name("test_llm_client.py"))
-_client_tests = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_client_tests)
-FakeOpenAI, MODEL, requests = _client_tests.FakeOpenAI, _client_tests.MODEL, _client_tests.requests
 
 WORKER = textwrap.dedent("""
     import sys

@@ -44,7 +44,7 @@ def _stats(args) -> int:
         verified = all(f.verified for f in ds.files.values())
         print(f"{e.name}: {e.description}")
         print(f"  lang {e.lang}; {e.repo}@{e.commit}; licence: {e.licence}")
-        print(f"  files: " + ", ".join(f"{n} from {s}" for s, n in sources.items())
+        print("  files: " + ", ".join(f"{n} from {s}" for s, n in sources.items())
               + ("; sha256 verified" if verified else "; sha256 NOT verified (unknown upstream hash)"))
         if e.notes:
             print(f"  note: {e.notes}")
