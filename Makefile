@@ -7,6 +7,10 @@ STAMP   := $(VENV)/.knowfree-installed
 # Tests on the real datasets need the mirror; beside a checkout of this repo it is ../shared/datasets.
 KNOWFREE_DATA_MIRROR ?= $(abspath ../shared/datasets)
 export KNOWFREE_DATA_MIRROR
+# OpenMP threads that spin while waiting for a busy core cost 2-3x on a shared machine
+# (results/benchmarks/inference.md); passive waiting loses nothing measurable when idle.
+OMP_WAIT_POLICY ?= PASSIVE
+export OMP_WAIT_POLICY
 
 .PHONY: venv test unit notebooks reproduce llm bench env-check clean-venv
 
