@@ -1,0 +1,351 @@
+"""The workflow steps the notebooks share: a K-sentence setting, its knowledge, trained variants.
+
+Notebooks 02 to 05 all go through these functions, so a setting, an augmentation and a score
+mean the same thing in every table. Everything is written under a work folder
+(``Recorder.work_dir``: ``results/runs/<run_name>/work``) and reused when a notebook is run
+again: settings are plain JSONL files, augmentations are the pipeline's own resumable output,
+and a trained run folder that completed returns its metrics without training again.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from knowfree.data import formats, registry, sampling
+from knowfree.data.sample import Sample
+from knowfree.provenance import hash_json, hash_samples
+from knowfree.results import data_hashes
+
+# Ablation rows: training data, head, whether extension labels are trained.
+#   syn_fusion: gold + extension labels + pseudo-labelled synthetic sentences (the full method)
+#   fusion:     gold + extension labels ("no explanations")
+#   syn_gold:   gold + synthetic sentences, extension labels removed ("no extension labels")
+#   gold:       the K gold sentences alone
+VARIANTS: dict[str, tuple[str, str, bool]] = {
+    "full": ("syn_fusion", "knowfree", True),
+    "fusion_only": ("fusion", "knowfree", True),
+    "synthetic_only": ("syn_gold", "knowfree", False),
+    "plain": ("gold", "knowfree", False),
+    "cnn": ("gold", "cnn", False),
+    "tagger": ("gold", "tagger", False),
+}
+
+
+@functools.lru_cache(maxsize=4)
+def _load(dataset: str) -> dict[str, tuple[Sample, ...]]:
+    """Parsing a dataset takes seconds (MSRA: about 10): once per kernel is enough."""
+    return {k: tuple(v) for k, v in registry.load_dataset(dataset).items()}
+
+
+def load_full(dataset: str) -> dict[str, list[Sample]]:
+    """All splits of a registered dataset, as the registry gives them."""
+    return {k: list(v) for k, v in _load(dataset).items()}
+
+
+@dataclass
+class Setting:
+    """One low-resource setting: K training sentences of a dataset, dev and test, as files."""
+    dataset: str
+    k: int
+    sample_seed: int
+    max_len: int
+    eval_limit: int
+    folder: Path
+    splits: dict[str, list[Sample]]
+    dropped: dict[str, int]  # sentences longer than max_len, per split
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def lang(self) -> str:
+        return self.splits["train"][0].lang
+
+    def file(self, split: str) -> Path:
+        return self.folder / f"{split}.jsonl"
+
+    def hashes(self) -> dict[str, str]:
+        return {split: hash_samples(samples) for split, samples in self.splits.items()}
+
+
+def prepare(dataset: str, k: int, sample_seed: int, work_dir: Path, max_len: int = 0,
+            eval_limit: int = 0) -> Setting:
+    """The K-sentence setting: ``max_len`` filters every split first (0: no filter), then the
+    training set is the first K of the seeded permutation (nested across K for one seed), and
+    dev and test are cut to their first ``eval_limit`` sentences (0: all)."""
+    splits, dropped = {}, {}
+    for split, samples in _load(dataset).items():
+        kept = [s for s in samples if not max_len or len(s) <= max_len]
+        splits[split], dropped[split] = kept, len(samples) - len(kept)
+    subset = sampling.k_sentences(splits["train"], k, seed=sample_seed, dataset=dataset)
+    splits["train"] = subset.select(splits["train"])
+    if eval_limit:
+        splits["dev"], splits["test"] = splits["dev"][:eval_limit], splits["test"][:eval_limit]
+    folder = Path(work_dir) / "data" / f"{dataset}-k{k}-s{sample_seed}-len{max_len}-eval{eval_limit}"
+    for split, samples in splits.items():
+        formats.write(samples, folder / f"{split}.jsonl", "jsonl")
+    sampling.save_subset(subset, folder / "subset.json")
+    return Setting(dataset, k, sample_seed, max_len, eval_limit, folder, splits, dropped)
+
+
+# ---------------------------------------------------------------------------- statistics
+
+
+def split_stats(splits: Mapping[str, list[Sample]]) -> pd.DataFrame:
+    """Per split: sentences, tokens, lengths, target spans, nested spans, sentences without any."""
+    rows = []
+    for split, samples in splits.items():
+        lengths = [len(s) for s in samples]
+        spans = [sp for s in samples for sp in s.targets()]
+        rows.append({
+            "split": split, "sentences": len(samples), "tokens": sum(lengths),
+            "mean_len": sum(lengths) / max(1, len(lengths)), "max_len": max(lengths, default=0),
+            "spans": len(spans), "labels": len({sp.label for sp in spans}),
+            "mean_span_len": sum(sp.end - sp.start for sp in spans) / max(1, len(spans)),
+            "overlapping_spans": sum(formats.count_overlapping(s.with_spans(s.targets()))
+                                     for s in samples),
+            "no_entity": sum(1 for s in samples if not s.targets()),
+        })
+    return pd.DataFrame(rows)
+
+
+def label_counts(splits: Mapping[str, list[Sample]], extensions: bool = False) -> pd.DataFrame:
+    """Spans per label (rows) and split (columns), most frequent first."""
+    counts = {split: Counter(sp.label for s in samples
+                             for sp in (s.spans if extensions else s.targets()))
+              for split, samples in splits.items()}
+    df = pd.DataFrame(counts).fillna(0).astype(int)
+    df = df.loc[df.sum(axis=1).sort_values(ascending=False).index]
+    df.index.name = "label"
+    return df.reset_index()
+
+
+# ---------------------------------------------------------------------------- knowledge
+
+
+def llm_used(knowledge: str) -> bool:
+    return knowledge in ("llm", "both")
+
+
+def llm_cache_dir(P: Mapping[str, Any], setting: Setting) -> str:
+    """The response cache: ``llm_cache``, or the committed one named after the setting."""
+    return P["llm_cache"] or f"data/cache/llm/{setting.dataset}-k{setting.k}-s{setting.sample_seed}"
+
+
+def describe_llm(P: Mapping[str, Any]) -> str:
+    """The provenance column ``llm``."""
+    if not llm_used(P["knowledge"]):
+        return "none"
+    return f"{P['llm']} ({'replayed from cache' if P['llm_replay'] else 'live'})"
+
+
+@dataclass
+class Knowledge:
+    """An augmentation of one setting: its result and the training sets it offers."""
+    result: Any  # knowfree.knowledge.pipeline.AugmentResult
+    source: str  # e.g. "taggers:lac", "llm:qwen2.5-... + taggers:lac"
+    sets: dict[str, tuple[Path, list[Sample]]]  # training set name -> (file, samples)
+
+    @property
+    def stats(self) -> dict:
+        return self.result.stats
+
+
+def augment(setting: Setting, P: Mapping[str, Any], work_dir: Path, seed: int,
+            progress: bool = True) -> Knowledge | None:
+    """Run the knowledge pipeline on the setting's K sentences (None when knowledge is 'none').
+
+    ``P``: the notebook's validated parameters. With LLM knowledge, explanation synthesis runs
+    too, and its pseudo-label model is trained on this setting's fusion set with the
+    notebook's encoder and training parameters (``seed``), never on a larger setting."""
+    from knowfree.knowledge import pipeline
+
+    if P["knowledge"] == "none":
+        return None
+    cfg: dict[str, Any] = {
+        "train_file": str(setting.file("train")), "dev_file": str(setting.file("dev")),
+        "format": "jsonl", "lang": setting.lang, "knowledge": P["knowledge"],
+    }
+    if llm_used(P["knowledge"]):
+        llm = {"model": P["llm"], "cache": llm_cache_dir(P, setting),
+               "mode": "replay" if P["llm_replay"] else "live"}
+        if not P["llm_replay"]:
+            llm.update({"base_url": P["llm_base_url"]} if P["llm_base_url"] else {"serve": "1.5b"})
+        pseudo = train_config(setting, setting.file("train"), "knowfree", True, seed=seed, P=P)
+        cfg["llm"] = llm
+        cfg["synthesis"] = {"enabled": True,
+                            "pseudo_label": {"train": {k: pseudo[k] for k in ("model", "train")}}}
+    cfg["output"] = str(Path(work_dir) / "augment" / f"{setting.name}-{P['knowledge']}-{hash_json(cfg)[:8]}")
+    result = pipeline.augment(cfg, progress=progress)
+    sets = {"fusion": (result.output / "fusion.jsonl", result.fusion)}
+    if result.syn_fusion is not None:
+        sets["syn_fusion"] = (result.output / "syn_fusion.jsonl", result.syn_fusion)
+        syn_gold = without_extensions(result.syn_fusion)
+        formats.write(syn_gold, result.output / "syn_gold.jsonl", "jsonl")
+        sets["syn_gold"] = (result.output / "syn_gold.jsonl", syn_gold)
+    return Knowledge(result, pipeline._source_name(result.stats), sets)
+
+
+def parse_rates(k: Knowledge) -> pd.DataFrame:
+    """Per LLM answer kind: parse outcomes and hallucinated strings as fractions of answers/items."""
+    rows = []
+    for kind, c in (k.stats["sources"].get("llm") or {}).get("by_kind", {}).items():
+        answers = max(1, c.get("requests", 0) - c.get("failed_requests", 0))
+        rows.append({"kind": kind, **{f"parse_{s}": c.get(f"parse_{s}", 0) / answers
+                                      for s in ("ok", "repaired", "empty", "failed")},
+                     "hallucinated": c.get("hallucinated", 0) / max(1, c.get("items", 0))})
+    return pd.DataFrame(rows)
+
+
+# Raw LLM answers per sentence, if the pipeline records them: one JSON object per line with
+# the sentence ``id``, the prompt ``kind`` and the answer ``text``.
+ANSWERS_FILE = "answers.jsonl"
+
+
+def inspect_records(k: Knowledge) -> list[dict]:
+    """Per training sentence, what ``viz.knowledge_card`` shows: the sample with its extension
+    spans, the synthetic sentences cut from its explanation, and the raw LLM answers."""
+    synthetic: dict[str, list[Sample]] = {}
+    for s in k.sets.get("syn_fusion", (None, []))[1]:
+        if s.synthetic:
+            synthetic.setdefault(s.source_id or "", []).append(s)
+    answers: dict[str, dict[str, str]] = {}
+    path = Path(k.result.output) / ANSWERS_FILE
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                d = json.loads(line)
+                answers.setdefault(str(d["id"]), {})[str(d["kind"])] = str(d["text"])
+    return [{"sample": s, "synthetic": synthetic.get(s.id, []), "answers": answers.get(s.id, {})}
+            for s in k.result.fusion]
+
+
+# ---------------------------------------------------------------------------- training
+
+# Encoder name for a randomly initialised 2-layer BERT with the setting's characters as its
+# vocabulary: seconds per epoch instead of minutes, for smoke runs whose scores mean nothing.
+TINY_ENCODER = "tiny"
+
+
+def encoder_path(name: str, setting: Setting) -> str:
+    """What the model config gets: ``name`` itself, or the tiny encoder built for ``setting``."""
+    if name != TINY_ENCODER:
+        return name
+    from knowfree.encoder import build_tiny_encoder
+
+    folder = setting.folder / "tiny-encoder"
+    if not (folder / "config.json").is_file():
+        build_tiny_encoder(folder, [s.tokens for samples in setting.splits.values() for s in samples])
+    return str(folder)
+
+
+def without_extensions(samples: list[Sample]) -> list[Sample]:
+    return [s.with_spans(s.targets()) for s in samples]
+
+
+def training_set(setting: Setting, train_set: str, knowledge: Knowledge | None
+                 ) -> tuple[Path, list[Sample]] | None:
+    """The file and samples a variant trains on; None when the knowledge does not offer it
+    (no knowledge at all, or no synthetic sentences without the LLM)."""
+    if train_set == "gold":
+        return setting.file("train"), setting.splits["train"]
+    return knowledge.sets.get(train_set) if knowledge is not None else None
+
+
+def missing_set_reason(train_set: str, knowledge: str) -> str:
+    if knowledge == "none":
+        return f"needs knowledge ({train_set} set), but knowledge is 'none'"
+    return f"needs the {train_set} set, which only LLM knowledge (llm or both) synthesises"
+
+
+def train_config(setting: Setting, train_file: Path, head: str, extensions: bool, *, seed: int,
+                 P: Mapping[str, Any]) -> dict:
+    """The trainer config of one run (knowfree.train.CONFIG_SCHEMA) from notebook parameters."""
+    return {
+        "data": {"train_file": str(train_file), "dev_file": str(setting.file("dev")),
+                 "test_file": str(setting.file("test")), "format": "jsonl"},
+        "model": {"head": head, "encoder": encoder_path(P["encoder"], setting),
+                  "use_extensions": extensions},
+        "train": {"epochs": P["epochs"], "batch_size": P["batch_size"], "encoder_lr": P["encoder_lr"],
+                  "head_lr": P["head_lr"], "seed": seed, "threads": P["threads"]},
+        "output": {"keep_last": False},
+    }
+
+
+def train_run(config: dict, work_dir: Path, label: str, keep_weights: bool = True,
+              progress: bool = True) -> dict:
+    """Train (or resume, or reuse) one run; its folder is named by ``label`` and the config, so
+    notebooks 03 and 04 share a run they both ask for.
+
+    ``keep_weights=False`` deletes the selected weights of a run this call completed, once its
+    metrics are written: ablation grids need only scores, and each e5-small checkpoint is about
+    0.5 GB. A run that was complete before (notebook 03's) keeps its weights."""
+    from knowfree.train import config_hash, train, validate_config
+
+    folder = Path(work_dir) / "train" / f"{label}-{config_hash(validate_config(config))[:8]}"
+    existed = (folder / "metrics.json").is_file()
+    metrics = train(config, run_dir=folder, progress=progress)
+    if not keep_weights and not existed:
+        (folder / "model.safetensors").unlink(missing_ok=True)
+    return metrics
+
+
+def run_label(setting: Setting, train_set: str, head: str, seed: int) -> str:
+    return f"{setting.name}-{train_set}-{head}-s{seed}"
+
+
+def scores_row(metrics: Mapping[str, Any]) -> dict:
+    """Dev and test P/R/F1 in percent, best epoch and time of one completed run."""
+    row = {}
+    for split in ("dev", "test"):
+        m = metrics.get(split) or {}
+        for key, short in (("precision", "p"), ("recall", "r"), ("f1", "f1")):
+            row[f"{split}_{short}"] = 100 * m[key] if key in m else float("nan")
+    row["best_epoch"] = metrics.get("best_epoch")
+    row["wall_s"] = round(metrics.get("wall_seconds", float("nan")), 1)
+    return row
+
+
+def grid(datasets: list[str], P: Mapping[str, Any], work_dir: Path, progress: bool = True
+         ) -> tuple[pd.DataFrame, list[dict]]:
+    """Notebooks 04 and 05: every dataset x K x training seed x variant, one row per run.
+
+    Returns the rows (scores in percent, provenance per row) and the variants that could not
+    run, with the reason (a knowledge set the configured knowledge cannot give)."""
+    rows, skipped = [], []
+    for dataset in datasets:
+        for k in P["ks"]:
+            setting = prepare(dataset, k, P["sample_seed"], work_dir, P["max_len"], P["eval_limit"])
+            hashes = setting.hashes()
+            wanted = {VARIANTS[v][0] for v in P["variants"]}
+            know = augment(setting, P, work_dir, P["seeds"][0], progress) \
+                if wanted != {"gold"} else None
+            for variant in P["variants"]:
+                train_set, head, extensions = VARIANTS[variant]
+                chosen = training_set(setting, train_set, know)
+                if chosen is None:
+                    skipped.append({"dataset": dataset, "k": k, "variant": variant,
+                                    "reason": missing_set_reason(train_set, P["knowledge"])})
+                    continue
+                path, samples = chosen
+                for seed in P["seeds"]:
+                    config = train_config(setting, path, head, extensions, seed=seed, P=P)
+                    metrics = train_run(config, work_dir, run_label(setting, train_set, head, seed),
+                                        keep_weights=False, progress=progress)
+                    rows.append({"dataset": dataset, "k": k, "variant": variant, "seed": seed,
+                                 **scores_row(metrics),
+                                 "data_hashes": data_hashes({**hashes, "train": hash_samples(samples)}),
+                                 "encoder": P["encoder"],
+                                 "knowledge": know.source if train_set != "gold" else "none",
+                                 "llm": describe_llm(P) if train_set != "gold" else "none"})
+    if not rows:
+        raise ValueError("no variant could run: " + "; ".join(
+            f"{s['variant']} ({s['dataset']}, K={s['k']}) {s['reason']}" for s in skipped))
+    return pd.DataFrame(rows), skipped

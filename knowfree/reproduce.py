@@ -1,0 +1,150 @@
+"""`python -m knowfree reproduce [--params FILE]`: run the numbered notebooks with papermill.
+
+The parameter file is validated, and every notebook it enables is checked to declare the keys
+it will receive, before the first notebook starts. Notebooks run in their numbered order,
+each executed copy saved as ``results/runs/<run_name>/<notebook>.ipynb``; they write their
+tables and figures under ``results_dir`` themselves (knowfree.results.Recorder). The runner
+then records the command in ``<results_dir>/index.json`` and regenerates
+``<results_dir>/README.md``. A file that names no ``results_dir`` writes into ``results/``.
+The first failing notebook stops the run, and a failed run is not recorded in the index.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from knowfree import params as P
+from knowfree.errors import ConfigError
+from knowfree.provenance import REPO_ROOT, atomic_write_json, git_commit
+from knowfree.results import record_run, run_dir, write_readme
+
+DEFAULT_PARAMS = "params/default.yaml"
+# Where results go when a parameter file does not say: the committed results folder.
+DEFAULT_RESULTS_DIR = "results"
+
+
+def resolve_params_path(path: str) -> Path:
+    """A path as given, else relative to the repository root (``make`` runs from there)."""
+    p = Path(path)
+    if p.exists() or p.is_absolute():
+        return p
+    return REPO_ROOT / p
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it from the repository root."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def plan(params: P.Params, only: list[str] | None = None) -> list[dict]:
+    """What would run: notebook, input, output and the parameters papermill injects."""
+    import papermill
+
+    names = params.selected()
+    if only:
+        def named(n: str, o: str) -> bool:
+            return n == o or n.startswith(o + "_")
+
+        unknown = [o for o in only if not any(named(n, o) for n in P.NOTEBOOKS)]
+        if unknown:
+            raise ConfigError(f"--only: no notebook named {', '.join(unknown)} "
+                              f"(notebooks: {', '.join(P.NOTEBOOKS)})")
+        off = [o for o in only if not any(named(n, o) for n in names)]
+        if off:
+            raise ConfigError(f"--only: {', '.join(off)} not enabled by {params.source} "
+                              f"(enabled: {', '.join(names)})")
+        names = [n for n in names if any(named(n, o) for o in only)]
+    steps, problems = [], []
+    for name in names:
+        path = P.NOTEBOOK_DIR / f"{name}.ipynb"
+        if not path.exists():
+            problems.append(f"{name}: notebook file {path} is missing")
+            continue
+        values = params.for_notebook(name)
+        values.setdefault("results_dir", DEFAULT_RESULTS_DIR)
+        declared = set(papermill.inspect_notebook(str(path)))
+        undeclared = sorted(set(values) - declared)
+        if undeclared:
+            problems.append(f"{name}: its parameters cell does not define {', '.join(undeclared)}")
+        steps.append({"notebook": name, "input": path,
+                      "output": run_dir(params.run_name) / f"{name}.ipynb", "parameters": values})
+    if problems:
+        raise P.ParamsError(params.source, problems)
+    return steps
+
+
+def execute(params: P.Params, steps: list[dict], command: str) -> int:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    out = run_dir(params.run_name)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    manifest = {"params_file": params.source, "params_hash": params.hash, "command": command,
+                "git_commit": git_commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "notebooks": {}}
+    status = 0
+    for step in steps:
+        name = step["notebook"]
+        print(f"[reproduce] {name} -> {_shown(step['output'])}", flush=True)
+        t0 = time.time()
+        try:
+            papermill.execute_notebook(str(step["input"]), str(step["output"]),
+                                       parameters=step["parameters"], kernel_name="python3",
+                                       cwd=str(P.NOTEBOOK_DIR), progress_bar=sys.stderr.isatty())
+            result = "ok"
+        except PapermillExecutionError as e:
+            result = f"failed in cell {e.exec_count}: {e.ename}: {e.evalue}"
+            status = 1
+        seconds = round(time.time() - t0, 1)
+        manifest["notebooks"][name] = {"seconds": seconds, "result": result}
+        print(f"[reproduce] {name}: {result} ({seconds:.0f} s)", flush=True)
+        if status:
+            print(f"[reproduce] stopped: the executed notebook with the error is "
+                  f"{step['output']}", file=sys.stderr)
+            break
+    manifest["wall_s"] = round(time.time() - started, 1)
+    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    manifest["result"] = "ok" if status == 0 else "failed"
+    atomic_write_json(out / "run.json", manifest)
+    if status == 0:
+        for results_dir in dict.fromkeys(s["parameters"]["results_dir"] for s in steps):
+            where = REPO_ROOT / results_dir
+            record_run(where, params.run_name, {k: manifest[k] for k in
+                                                ("command", "params_file", "params_hash",
+                                                 "git_commit", "finished", "wall_s")})
+            print(f"[reproduce] index: {_shown(write_readme(where))}")
+    return status
+
+
+def cli_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m knowfree reproduce",
+                                 description="Run the numbered notebooks with papermill under "
+                                             "one parameter file.")
+    ap.add_argument("--params", default=DEFAULT_PARAMS, help=f"parameter file (default {DEFAULT_PARAMS})")
+    ap.add_argument("--only", help="comma-separated notebooks to run among those the file "
+                                   "enables, by name or number (e.g. 01,03)")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="validate the file and the notebooks, print the plan, run nothing")
+    args = ap.parse_args(argv)
+    path = resolve_params_path(args.params)
+    params = P.load(path)
+    steps = plan(params, args.only.split(",") if args.only else None)
+    command = f"python -m knowfree reproduce --params {shlex.quote(_shown(path))}"
+    if args.only:
+        command += f" --only {args.only}"
+    print(f"[reproduce] {params.source}: run {params.run_name!r}, params hash {params.hash}, "
+          f"{len(steps)} notebook(s)")
+    if args.dry_run:
+        for s in steps:
+            print(f"  {s['notebook']} -> {s['output']}")
+            for k, v in sorted(s["parameters"].items()):
+                print(f"      {k} = {v!r}")
+        return 0
+    return execute(params, steps, command)

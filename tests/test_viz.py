@@ -1,0 +1,72 @@
+"""HTML span rendering: escaped, nested and crossing spans drawn, plots build headless."""
+import re
+
+import matplotlib
+import pandas as pd
+
+matplotlib.use("Agg")
+
+from knowfree import viz  # noqa: E402
+from knowfree.data.sample import Sample, Span  # noqa: E402
+
+
+def test_tokens_and_labels_are_escaped():
+    s = Sample(["<script>", "alert(1)", "</script>", "&"], [Span(0, 3, 'X"><b>')], id="<i>", lang="en")
+    out = viz.sample_html(s)
+    assert "<script>" not in out and "&lt;script&gt;" in out
+    assert "&lt;/script&gt;" in out and "&amp;" in out
+    assert '"><b>' not in out and "&quot;&gt;&lt;b&gt;" in out
+    assert "<i>" not in out
+
+
+def test_nested_and_crossing_spans_get_separate_lanes():
+    spans = [Span(0, 4, "ORG"), Span(0, 2, "LOC"), Span(1, 3, "ext.seg.WORD"), Span(3, 4, "ext.pos.NOUN")]
+    lanes = viz.assign_lanes(spans)
+    for lane in lanes:
+        assert all(a.end <= b.start for a, b in zip(lane, lane[1:]))
+    assert sorted(s for lane in lanes for s in lane) == sorted(spans)
+    assert lanes[0][0] == Span(0, 4, "ORG")  # the outer span is drawn first
+    html = viz.spans_html(list("北京大学"), {"gold": spans})
+    assert html.count('colspan="4" title="ORG') == 1 and 'title="LOC: 北京"' in html
+    # every lane row covers all 4 tokens
+    lane_rows = re.findall(r"<tr><th[^>]*>[^<]*</th>(.*?)</tr>", html)[1:]  # after the token row
+    assert len(lane_rows) == 3
+    for row in lane_rows:
+        assert sum(int(n) for n in re.findall(r'colspan="(\d+)"', row)) == 4
+
+
+def test_sample_html_layers_gold_prediction_extension():
+    s = Sample(list("张三在北京"), [Span(0, 2, "PER"), Span(3, 5, "LOC"), Span(0, 2, "ext.pos.PROPN")])
+    out = viz.sample_html(s, pred=[Span(3, 5, "ORG")])
+    assert out.index(">gold<") < out.index(">predicted<") < out.index(">extension<")
+    assert ">pos.PROPN<" in out  # the ext. prefix is dropped on screen, kept in the tooltip
+    assert 'title="ext.pos.PROPN: 张三"' in out
+    assert ">extension<" not in viz.sample_html(s, extensions=False)
+
+
+def test_span_past_the_sentence_is_an_error():
+    try:
+        viz.spans_html(["a"], {"gold": [Span(0, 2, "X")]})
+    except ValueError as e:
+        assert "ends past the sentence" in str(e)
+    else:
+        raise AssertionError("expected ValueError")
+
+
+def test_colours_are_stable_per_label():
+    assert viz.label_color("PER") == viz.label_color("PER") != viz.label_color("LOC")
+
+
+def test_plots_build():
+    import matplotlib.pyplot as plt
+    figs = [
+        viz.bar_counts({"PER": 3, "LOC": 5}, "labels"),
+        viz.histograms({"train": [1, 2, 3], "test": []}, "length", "lengths"),
+        viz.learning_curves(pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "dev_f1": [0.1, 0.2]})),
+        viz.grouped_bars(pd.DataFrame({"k": [20, 20, 40], "variant": ["a", "b", "a"],
+                                       "mean": [1.0, 2.0, 3.0], "std": [0.1, float("nan"), 0.2]}),
+                         "k", "variant", refs={"theirs": 2.5}),
+    ]
+    for f in figs:
+        assert f.axes
+        plt.close(f)
