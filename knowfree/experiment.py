@@ -190,7 +190,7 @@ def augment(setting: Setting, P: Mapping[str, Any], work_dir: Path, seed: int,
         syn_gold = without_extensions(result.syn_fusion)
         formats.write(syn_gold, result.output / "syn_gold.jsonl", "jsonl")
         sets["syn_gold"] = (result.output / "syn_gold.jsonl", syn_gold)
-    return Knowledge(result, pipeline._source_name(result.stats), sets)
+    return Knowledge(result, pipeline.source_name(result.stats), sets)
 
 
 def parse_rates(k: Knowledge) -> pd.DataFrame:
@@ -204,11 +204,6 @@ def parse_rates(k: Knowledge) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# Raw LLM answers per sentence, if the pipeline records them: one JSON object per line with
-# the sentence ``id``, the prompt ``kind`` and the answer ``text``.
-ANSWERS_FILE = "answers.jsonl"
-
-
 def inspect_records(k: Knowledge) -> list[dict]:
     """Per training sentence, what ``viz.knowledge_card`` shows: the sample with its extension
     spans, the synthetic sentences cut from its explanation, and the raw LLM answers."""
@@ -217,6 +212,7 @@ def inspect_records(k: Knowledge) -> list[dict]:
         if s.synthetic:
             synthetic.setdefault(s.source_id or "", []).append(s)
     answers: dict[str, dict[str, str]] = {}
+    from knowfree.knowledge.pipeline import ANSWERS_FILE
     path = Path(k.result.output) / ANSWERS_FILE
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():

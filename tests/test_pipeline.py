@@ -196,6 +196,10 @@ def test_llm_source_live_then_replay_with_zero_requests(data):
     assert replay.stats["llm_usage"]["http_requests"] == 0
     assert replay.stats["sources"]["llm"]["cache_hits"] == 2 * len(TRAIN)
     assert replay.fusion == live.fusion
+    # the raw answers behind the fusion set are kept for the notebook inspector, replay or not
+    answers = [json.loads(l) for l in (replay.output / "answers.jsonl").read_text().splitlines()]
+    assert sorted((a["id"], a["kind"]) for a in answers) == sorted(
+        (s.id, k) for s in live.fusion for k in ("entity", "pos"))
 
 
 def test_failed_requests_are_reported_and_asked_again_on_rerun(data, capsys):

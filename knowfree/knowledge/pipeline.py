@@ -297,6 +297,8 @@ class LLMSource:
         syn = cfg["synthesis"]
         temp = syn["temperature"] if syn["temperature"] is not None else llm["temperature"]
         self.synth_sampling = Sampling(float(temp), syn["max_tokens"], float(llm["top_p"]), llm["seed"])
+        # Every raw answer of this run, for the notebook inspector (answers.jsonl).
+        self.answers: list[dict] = []
 
     def start(self) -> None:
         """Start the local server if the config asks for one, then check the client can work."""
@@ -326,6 +328,8 @@ class LLMSource:
         finally:
             if bar is not None:
                 bar.close()
+        self.answers += [{"id": req.meta.get("id"), "kind": req.kind, "text": res.text}
+                         for req, res in zip(requests, results) if res.ok]
         return results
 
     def annotate(self, samples: Sequence[Sample], progress: bool = False) -> tuple[list[Sample], dict]:
@@ -604,6 +608,10 @@ def _write_jsonl(samples: Sequence[Sample], path: Path) -> None:
     formats.write(samples, path, "jsonl")
 
 
+# Raw LLM answers of a run, one JSON object per line: sentence ``id``, prompt ``kind``, ``text``.
+ANSWERS_FILE = "answers.jsonl"
+
+
 def augment(config: dict, progress: bool = False) -> AugmentResult:
     """Run the configured augmentation (module doc) and write its output folder."""
     cfg = validate_config(config)
@@ -635,6 +643,9 @@ def augment(config: dict, progress: bool = False) -> AugmentResult:
             syn_schema.save(out_dir / "syn_schema.json")
             timings["synthesis"] = time.perf_counter() - t0
         usage = knowledge.llm.client.usage.to_dict() if knowledge.llm else None
+        if knowledge.llm:
+            atomic_write_text(out_dir / ANSWERS_FILE, "".join(
+                json.dumps(a, ensure_ascii=False) + "\n" for a in knowledge.llm.answers))
         described = knowledge.describe()
     finally:
         knowledge.close()
@@ -674,7 +685,8 @@ def augment(config: dict, progress: bool = False) -> AugmentResult:
 # -- the results table -------------------------------------------------------------------
 
 
-def _source_name(stats: dict) -> str:
+def source_name(stats: dict) -> str:
+    """A row label for a run's knowledge, e.g. 'taggers:lac + llm:qwen2.5-coder-1.5b'."""
     src = stats["provenance"]["knowledge"]
     parts = []
     if src.get("tagger") and "taggers" in stats["sources"]:
@@ -706,7 +718,7 @@ def knowledge_source_table(stats_files: Iterable[str | Path]):
         versions.append(f"aliases {prov['knowledge']['alias_tables']}")
         data_hash = (prov["data"].get("content_hash") or {}).get("train") or prov["data"].get("sha256")
         rows.append({
-            "knowledge_source": _source_name(st),
+            "knowledge_source": source_name(st),
             "dataset": st["setting"]["name"], "k": st["setting"]["k"], "sample_seed": st["setting"]["seed"],
             "sentences": fus["sentences"],
             "ext_spans_per_sentence": fus["ext_spans_per_sentence"],
@@ -730,16 +742,10 @@ def knowledge_source_table(stats_files: Iterable[str | Path]):
     return df[[c for c in order if c in df.columns]]
 
 
-def _markdown(df) -> str:
-    cells = [[str(c) for c in df.columns]] + [["" if v is None else str(v) for v in row]
-                                             for row in df.itertuples(index=False)]
-    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells[1:]]
-    return "\n".join(lines) + "\n"
-
-
 def write_knowledge_source_table(stats_files: Iterable[str | Path], stem: str | Path):
     """``<stem>.csv`` and ``<stem>.md`` from :func:`knowledge_source_table`."""
+    from knowfree.results import to_markdown
+
     stats_files = list(stats_files)
     df = knowledge_source_table(stats_files)
     stem = Path(stem)
@@ -748,7 +754,7 @@ def write_knowledge_source_table(stats_files: Iterable[str | Path], stem: str | 
             "augment runs' stats.json (`knowfree.knowledge.pipeline.knowledge_source_table`); "
             "parse and hallucination rates are n/a for taggers, which parse nothing and invent "
             "no strings; synthetic sentences need the LLM source with synthesis on.\n\n")
-    atomic_write_text(stem.with_suffix(".md"), "# Knowledge sources\n\n" + note + _markdown(df))
+    atomic_write_text(stem.with_suffix(".md"), "# Knowledge sources\n\n" + note + to_markdown(df))
     return df
 
 
