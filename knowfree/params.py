@@ -30,6 +30,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from knowfree import yamlio
 from knowfree.errors import ConfigError
 from knowfree.provenance import REPO_ROOT, hash_json
 
@@ -238,7 +239,7 @@ def validate(raw: Any, source: str = "<params>") -> Params:
 def load(path: str | Path) -> Params:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yamlio.load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise ParamsError(str(path), [f"cannot read the file: {e.strerror}"]) from None
     except yaml.YAMLError as e:
