@@ -52,7 +52,7 @@ def test_key_of_another_notebook_is_unknown_in_a_section():
 @pytest.mark.parametrize("where,key,value,expected", [
     ("shared", "k", "50", "expected int, got str '50'"),
     ("shared", "k", True, "expected int, got bool True"),
-    ("shared", "encoder_lr", "1e-3", "expected float, got str"),
+    ("shared", "encoder_lr", "fast", "expected float, got str"),
     ("shared", "llm_replay", "yes please", "expected bool, got str"),
     ("shared", "ks", [20, "40"], "expected list[int]"),
     ("shared", "knowledge", "wikipedia", "'wikipedia' is not one of none, taggers, llm, both"),
