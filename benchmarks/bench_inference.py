@@ -32,7 +32,7 @@ gathers are not counted: they are what a perfect implementation hides under the 
   banded scores and mixture, classifier).
 Padding is not work the model must do and is not counted; ``gflop_executed`` in the CSV is
 what the code runs (padded encoder, per-token terms over the padded length, the biaffine
-product over the whole padded L x L grid).
+product over each sentence's whole n x n grid).
 
 Machine rate: sustained fp32 ``torch.matmul`` of two N x N matrices (``--matmul-size``,
 default 1024) at the same thread count, measured before and after the passes of each thread
@@ -76,7 +76,7 @@ os.environ.setdefault("KNOWFREE_DATA_MIRROR", "/work/shared/datasets")
 from knowfree.data.registry import load_dataset  # noqa: E402
 from knowfree.data.sample import Sample  # noqa: E402
 from knowfree.data.schema import LabelSchema  # noqa: E402
-from knowfree.model import ModelConfig, _row_blocks, build_model  # noqa: E402
+from knowfree.model import ModelConfig, build_model  # noqa: E402
 
 STAGES = ("collate", "encoder", "head", "decode")
 
@@ -110,7 +110,7 @@ def batch_flops(bcfg, terms: dict, pieces: list[int], lengths: list[int]) -> dic
     head = terms["token"] * sum(lengths) + (terms["cell_biaffine"] + terms["cell_rest"]) * cells
     b, pmax, lmax = len(pieces), max(pieces), max(lengths)
     executed = (b * sum(encoder_flops(bcfg, pmax)) + terms["token"] * b * lmax
-                + terms["cell_biaffine"] * b * lmax * lmax + terms["cell_rest"] * cells)
+                + terms["cell_biaffine"] * sum(n * n for n in lengths) + terms["cell_rest"] * cells)
     return {"encoder": sum(a + s for a, s in enc), "encoder_attention": sum(s for _, s in enc),
             "head": head, "executed": executed, "cells": cells,
             "straightforward_extra": terms["cell_straightforward_affine"] * cells}
@@ -200,52 +200,6 @@ def profile_pass(model, samples, batch_size: int, top: int) -> dict:
     return {"total_us": total, "stages": stages, "groups": groups, "ops": ops}
 
 
-def blocked_head(head, x: torch.Tensor, batch: dict, block: int) -> torch.Tensor:
-    """The model's own head modules, called on smaller pieces: span features one sentence at a
-    time (its n x n grid, not the batch's padded L x L one), banded attention on blocks of
-    whole rows of about ``block`` cells (rows never attend across rows), then the classifier.
-    Same maths and output order as ``head(x, batch["cells"])``."""
-    cells, offsets = batch["cells"], batch["cell_offsets"].tolist()
-    feats = []
-    for s, n in enumerate(batch["lengths"].tolist()):
-        c = cells[offsets[s]:offsets[s + 1]].clone()
-        c[:, 0] = 0
-        feats.append(head.features(x[s:s + 1, :n], c))
-    feats = torch.cat(feats)
-    row = cells[:, 0] * x.shape[1] + cells[:, 1]
-    if head.attention is not None:
-        feats = torch.cat([head.attention(feats[a:b], row[a:b]) for a, b in _row_blocks(row, block)])
-    return head.classifier(feats)
-
-
-def what_if(model, samples, batch_size: int, block: int) -> dict:
-    """Head CPU seconds as the model runs it and as ``blocked_head`` runs it, on the same token
-    vectors; and the banded attention's softmax shape, F.softmax against exp / sum."""
-    batches = [model.collate(samples[k:k + batch_size]) for k in range(0, len(samples), batch_size)]
-    with torch.inference_mode():
-        xs = [model._token_vectors(b) for b in batches]
-        c0 = time.process_time()
-        ref = [model.head(x, b["cells"]) for x, b in zip(xs, batches)]
-        c1 = time.process_time()
-        new = [blocked_head(model.head, x, b, block) for x, b in zip(xs, batches)]
-        c2 = time.process_time()
-        diff = max(float((a - b).abs().max()) for a, b in zip(ref, new))
-        cfg = model.config
-        scores = torch.randn(40000, cfg.attention_heads, 2 * cfg.window + 1)
-        reps = 20
-        c3 = time.process_time()
-        for _ in range(reps):
-            scores.softmax(-1)
-        c4 = time.process_time()
-        for _ in range(reps):
-            e = (scores - scores.amax(-1, keepdim=True)).exp()
-            e / e.sum(-1, keepdim=True)
-        c5 = time.process_time()
-    return {"head_model_cpu_s": c1 - c0, "head_blocked_cpu_s": c2 - c1, "max_abs_diff": diff,
-            "block": block, "batch": batch_size, "softmax_ms": (c4 - c3) / reps * 1e3,
-            "manual_softmax_ms": (c5 - c4) / reps * 1e3, "softmax_shape": list(scores.shape)}
-
-
 def spin_child(args) -> list[dict]:
     """The 2-thread pass again in a fresh process with OpenMP's default wait policy."""
     import tempfile
@@ -255,7 +209,7 @@ def spin_child(args) -> list[dict]:
     env["_BENCH_INFERENCE_DEFAULT_OMP"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, __file__, "--threads", str(args.spin_threads), "--batch-sizes",
-               str(args.spin_batch), "--profile", "never", "--no-what-if", "--no-spin-compare",
+               str(args.spin_batch), "--profile", "never", "--no-spin-compare",
                "--matmul-size", str(args.matmul_size), "--matmul-seconds", str(args.matmul_seconds),
                "--target", str(args.target), "--out", tmp]
         if args.limit:
@@ -312,9 +266,6 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", choices=("auto", "always", "never"), default="auto")
     ap.add_argument("--profile-threads", type=int, default=1)
     ap.add_argument("--profile-batch", type=int, default=16)
-    ap.add_argument("--no-what-if", dest="what_if", action="store_false",
-                    help="skip the head-in-blocks and softmax what-if measurements")
-    ap.add_argument("--what-if-block", type=int, default=2048)
     ap.add_argument("--no-spin-compare", dest="spin_compare", action="store_false",
                     help="skip the pass with OpenMP's default wait policy (child process)")
     ap.add_argument("--spin-threads", type=int, default=2)
@@ -419,17 +370,12 @@ def main(argv=None) -> int:
                                     and min(r["fraction_cpu"] for r in rows) < args.target):
         torch.set_num_threads(args.profile_threads)
         prof = profile_pass(model, samples, args.profile_batch, top=15)
-    wif = None
-    if args.what_if:
-        torch.set_num_threads(args.profile_threads)
-        wif = what_if(model, samples, args.profile_batch, args.what_if_block)
-        print("what-if:", wif, flush=True)
     if args.spin_compare:
         spin = spin_child(args)
         for r in spin:
             print("default wait policy:", r, flush=True)
         rows += spin
-    extra = {"wif": wif, "load_start": load_start, "machine": info, "gold": gold, "need": need, "terms": terms,
+    extra = {"load_start": load_start, "machine": info, "gold": gold, "need": need, "terms": terms,
              "calibrated": calibrated, "window_cpu": window_cpu, "mm": mm, "prof": prof,
              "elapsed": time.perf_counter() - start_wall}
     write(rows, extra, args)
@@ -519,7 +465,7 @@ def write(rows: list[dict], x: dict, args) -> None:
         "they are not counted.",
         "- Not counted: element-wise work (layer norms, GELU, softmax, adds), gathers, padding. "
         "'executed / needed' above is what the code runs (padded batches, the biaffine product "
-        "over the whole padded L x L grid) over what it must.",
+        "over each sentence's whole n x n grid) over what it must.",
         f"- Matmul rate ({args.matmul_size} x {args.matmul_size} fp32, GFLOP/s): {mmline}. "
         "The mean of before and after is used.",
         "",
@@ -549,32 +495,6 @@ def write(rows: list[dict], x: dict, args) -> None:
                   "| --- | --- | ---: | ---: |"]
         for (stage, name), v in prof["ops"]:
             lines.append(f"| {stage} | {name} | {v / 1e3:.0f} | {pct(v, tot)} |")
-    wif = x["wif"]
-    if wif:
-        head_now = wif["head_model_cpu_s"]
-        enc_row = next(r for r in rows if r["threads"] == args.profile_threads
-                       and r["batch"] == args.profile_batch and r["omp_wait_policy"] == OMP_WAIT)
-        new_cpu = enc_row["cpu_s"] - enc_row["head_cpu_s"] + wif["head_blocked_cpu_s"]
-        lines += [
-            "", f"## What-if: the same head in smaller pieces ({args.profile_threads} thread(s), "
-            f"batch {wif['batch']})", "",
-            "Measured here with the model's own modules (knowfree/model.py unchanged): span "
-            "features one sentence at a time (its own n x n biaffine grid instead of the batch's "
-            f"padded L x L one, and a small intermediate), banded attention on blocks of whole "
-            f"rows of about {wif['block']} cells (rows never attend across rows, so the result is "
-            "the same), then the classifier.", "",
-            f"- Head CPU s over the test set: {head_now:.2f} as the model runs it, "
-            f"{wif['head_blocked_cpu_s']:.2f} in pieces ({head_now / wif['head_blocked_cpu_s']:.2f}x; "
-            f"largest logit difference {wif['max_abs_diff']:.1e}). Head fraction "
-            f"{100 * need['head'] / head_now / 1e9 / enc_row['matmul_gflops_cpu']:.0f} % -> "
-            f"{100 * need['head'] / wif['head_blocked_cpu_s'] / 1e9 / enc_row['matmul_gflops_cpu']:.0f} %; "
-            f"put into this row's pass, the whole fraction would be "
-            f"{100 * (need['encoder'] + need['head']) / new_cpu / 1e9 / enc_row['matmul_gflops_cpu']:.0f} % "
-            f"instead of {100 * enc_row['fraction_cpu']:.0f} %.",
-            f"- The banded attention's softmax over the last axis of {wif['softmax_shape']}: "
-            f"{wif['softmax_ms']:.1f} ms with F.softmax, {wif['manual_softmax_ms']:.1f} ms as "
-            "exp(s - max) / sum (a 7-wide last axis defeats the vectorised softmax kernel).",
-        ]
     lines += ["", f"Method: benchmarks/bench_inference.py; whole run {x['elapsed']:.0f} s wall."]
     text = "\n".join(lines) + "\n"
     atomic_write_bytes(args.out / "inference.md", text.encode())

@@ -128,7 +128,7 @@ class SpanFeatures(nn.Module):
     Biaffine: per head k, head_i^k W_k tail_j^k with head_i^k multiplied into W_k once per
     token, so each cell costs one (C/K x C/K) product per head. Affine: the map of
     [head_i; 1; tail_j; 1; size(j - i)] is split into per-token terms W_h head_i + b and
-    W_t tail_j and a per-length term W_s size, added by broadcasting, instead of a Linear
+    W_t tail_j and a per-length term W_s size, added per cell, instead of a Linear
     over a 2C + 27 wide concatenation built for every cell.
     Lengths are bucketed as min(j - i, size_buckets - 1): only j >= i is ever used, so the
     authors' signed buckets for j < i would be dead weights.
@@ -148,23 +148,57 @@ class SpanFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor, cells: torch.Tensor | None = None) -> torch.Tensor:
         """Features of the packed ``cells`` [N, 3] -> [N, C], or of the whole grid if None."""
+        terms = self.token_terms(x)
+        if cells is None:
+            h, t, per_head, per_tail, per_size = terms
+            b, n, c = h.shape
+            pos = torch.arange(n, device=x.device)
+            size = (pos[None, :] - pos[:, None]).clamp(0, self.size_embedding.num_embeddings - 1)
+            return (self._biaffine(h, t).reshape(b, n, n, c) + per_head[:, :, None]
+                    + per_tail[:, None, :] + per_size[size])
+        out = [self.sentence(terms, sent, cells[a:z, 1], cells[a:z, 2])
+               for sent, a, z in _sentence_blocks(cells[:, 0])]
+        return torch.cat(out) if out else x.new_zeros(0, self.affine_head.out_features)
+
+    def token_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What ``sentence`` needs, computed once per batch: head and tail vectors [B, L, C],
+        their affine terms [B, L, C] and the per-length term [size_buckets, C]."""
         h, t = self.head_mlp(x), self.tail_mlp(x)
+        per_size = self.affine_size(self.size_embedding.weight)
+        return h, t, self.affine_head(h), self.affine_tail(t), per_size
+
+    def sentence(self, terms: tuple[torch.Tensor, ...], sent: int, i: torch.Tensor,
+                 j: torch.Tensor) -> torch.Tensor:
+        """Features [n, C] of cells (i, j) of sample ``sent``. The biaffine runs on the
+        sentence's own grid: the batch's padded L x L grid made it work on padding, and its
+        [B, L, L, C] result far outgrew the caches."""
+        h, t, per_head, per_tail, per_size = terms
+        m = int(j.max()) + 1  # i <= j: the grid these cells need
+        bi = self._biaffine(h[sent:sent + 1, :m], t[sent:sent + 1, :m])[0]
+        # gathering from the einsum's strided result skips a copy of the whole grid
+        f = bi[i, j].flatten(1)
+        top = self.size_embedding.num_embeddings - 1
+        return f.add_(per_head[sent, i]).add_(per_tail[sent, j]).add_(per_size[(j - i).clamp(max=top)])
+
+    def _biaffine(self, h: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """[B, n, C] head and tail vectors -> [B, n, n, heads, C / heads], a strided view.
+
+        The tail side is contracted first, so the product comes out as [B, heads, i, j, C /
+        heads]: a cell's channels lie in ``heads`` contiguous runs, which makes the gather of
+        the cells cheap (2.4x faster than the head side first at n = 120, where each channel
+        lay n floats from the next)."""
         b, n, c = h.shape
         k, d = self.heads, c // self.heads
-        hw = torch.einsum("bikp,kpoq->bkioq", h.view(b, n, k, d), self.biaffine)
-        bi = torch.einsum("bkioq,bjkq->bijko", hw, t.view(b, n, k, d))
-        per_head, per_tail = self.affine_head(h), self.affine_tail(t)
-        per_size = self.affine_size(self.size_embedding.weight)
-        top = self.size_embedding.num_embeddings - 1
-        if cells is None:
-            pos = torch.arange(n, device=x.device)
-            size = (pos[None, :] - pos[:, None]).clamp(0, top)
-            return (bi.reshape(b, n, n, c) + per_head[:, :, None] + per_tail[:, None, :]
-                    + per_size[size])
-        s, i, j = cells.unbind(1)
-        # gathering from the einsum's strided result skips a copy of the whole grid
-        return (bi[s, i, j].reshape(-1, c) + per_head[s, i] + per_tail[s, j]
-                + per_size[(j - i).clamp(max=top)])
+        tw = torch.einsum("bjkq,kpoq->bkpjo", t.view(b, n, k, d), self.biaffine)
+        bi = torch.einsum("bikp,bkpjo->bkijo", h.view(b, n, k, d), tw)
+        return bi.permute(0, 2, 3, 1, 4)
+
+
+def _sentence_blocks(sample: torch.Tensor) -> list[tuple[int, int, int]]:
+    """(sample, a, b): cells [a, b) of the packed, sample-ordered cells belong to ``sample``."""
+    ids, counts = torch.unique_consecutive(sample, return_counts=True)
+    ends = counts.cumsum(0).tolist()
+    return [(s, e - n, e) for s, n, e in zip(ids.tolist(), counts.tolist(), ends)]
 
 
 class BandedAttention(nn.Module):
@@ -175,9 +209,16 @@ class BandedAttention(nn.Module):
     m - w .. m + w wherever they share its row (``row`` = sample * L + i): band edges, row ends
     and padding are all the same "different row" mask. Memory O(N * (d + heads * w)): no
     per-row L x L matrix, no [N, 2w+1, d] neighbour copy (see ``_BandedCore``).
+
+    Rows never attend across rows, so the cells are processed in blocks of whole rows of
+    about ``block_cells`` cells: the same result, but each block's q, k, v and intermediates
+    (a few MB) stay in cache, where the whole batch at once streamed them through memory.
+    Together with span features per sentence (``SpanHead.forward``) the head took 5.1 instead
+    of 10.6 CPU-s on the Weibo test set (benchmarks/bench_inference.py, 1 thread, batch 8).
+    It also bounds the q, k, v that the backward recomputes.
     """
 
-    def __init__(self, channels: int, heads: int, window: int, block_cells: int = 16384):
+    def __init__(self, channels: int, heads: int, window: int, block_cells: int = 2048):
         super().__init__()
         self.heads, self.window, self.block_cells = heads, window, block_cells
         self.qkv = nn.Linear(channels, 3 * channels)
@@ -185,9 +226,12 @@ class BandedAttention(nn.Module):
         self.norm = nn.LayerNorm(channels)
 
     def forward(self, x: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
-        context = _BandedCore.apply(x, self.qkv.weight, self.qkv.bias, row, self.heads,
-                                    self.window, self.block_cells)
-        return x + self.norm(self.out(context))
+        out = []
+        for a, b in _row_blocks(row, self.block_cells):
+            context = _BandedCore.apply(x[a:b], self.qkv.weight, self.qkv.bias, row[a:b],
+                                        self.heads, self.window)
+            out.append(x[a:b] + self.norm(self.out(context)))
+        return torch.cat(out) if len(out) > 1 else out[0]
 
 
 def _band_ranges(n: int, w: int) -> list[tuple[int, int, int, int]]:
@@ -206,13 +250,13 @@ class _BandedCore(torch.autograd.Function):
     is written by hand because autograd would keep q, k, v (3 x [N, C]) alive and then hold
     them, their gradients and a stacked copy of those at once: the head's memory peak. Here
     only x and the [N, heads, 2w+1] probabilities are kept; the backward recomputes q, k, v
-    one block of whole rows at a time (rows never attend across blocks) and projects their
-    gradients straight onto x. Measured at L = 256: peak 0.67 instead of 1.2 GiB for about
-    8 % more head time (benchmarks/bench_head.py).
+    (the caller hands over one block of rows at a time, so that stays small) and projects
+    their gradients straight onto x. Measured at L = 256, before the rows were blocked: peak
+    0.67 instead of 1.2 GiB for about 8 % more head time (benchmarks/bench_head.py).
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, row, heads, window, block_cells):
+    def forward(ctx, x, weight, bias, row, heads, window):
         n, c = x.shape
         qkv = F.linear(x, weight, bias).view(n, 3, heads, c // heads)
         q, k, v = qkv.unbind(1)
@@ -222,40 +266,38 @@ class _BandedCore(torch.autograd.Function):
         for slot, o, lo, hi in ranges:
             scores[lo:hi, :, slot] = (q[lo:hi] * k[lo + o:hi + o]).sum(-1)
         same_row = F.pad(row, (window, window), value=-1).unfold(0, 2 * window + 1, 1) == row[:, None]
-        p = (scores * scale).masked_fill(~same_row[:, None, :], -math.inf).softmax(-1)
+        scores = (scores * scale).masked_fill_(~same_row[:, None, :], -math.inf)
+        # softmax written out: F.softmax over a last axis only 2w+1 = 7 wide does not
+        # vectorise and took 5x as long (53 vs 11 ms on [40000, 10, 7]). The max is finite:
+        # a cell is always in its own row.
+        p = (scores - scores.amax(-1, keepdim=True)).exp_()
+        p /= p.sum(-1, keepdim=True)
         out = torch.zeros_like(q)
         for slot, o, lo, hi in ranges:
             out[lo:hi].addcmul_(p[lo:hi, :, slot, None], v[lo + o:hi + o])
-        ctx.save_for_backward(x, weight, bias, p, row)
-        ctx.window, ctx.scale, ctx.block_cells = window, scale, block_cells
+        ctx.save_for_backward(x, weight, bias, p)
+        ctx.window, ctx.scale = window, scale
         return out.reshape(n, c)
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, weight, bias, p, row = ctx.saved_tensors
+        x, weight, bias, p = ctx.saved_tensors
         n, c = x.shape
         heads = p.shape[1]
-        grad_out = grad_out.reshape(n, heads, c // heads)
-        grad_x, grad_w = torch.zeros_like(x), torch.zeros_like(weight)
-        grad_b = weight.new_zeros(weight.shape[0])
-        for a, b in _row_blocks(row, ctx.block_cells):
-            q, k, v = F.linear(x[a:b], weight, bias).view(b - a, 3, heads, c // heads).unbind(1)
-            pb, g = p[a:b], grad_out[a:b]
-            ranges = _band_ranges(b - a, ctx.window)
-            grad_p, grad_v = torch.zeros_like(pb), torch.zeros_like(v)
-            for slot, o, lo, hi in ranges:
-                grad_p[lo:hi, :, slot] = (g[lo:hi] * v[lo + o:hi + o]).sum(-1)
-                grad_v[lo + o:hi + o].addcmul_(pb[lo:hi, :, slot, None], g[lo:hi])
-            grad_s = pb * (grad_p - (grad_p * pb).sum(-1, keepdim=True)) * ctx.scale
-            grad_q, grad_k = torch.zeros_like(q), torch.zeros_like(k)
-            for slot, o, lo, hi in ranges:
-                grad_q[lo:hi].addcmul_(grad_s[lo:hi, :, slot, None], k[lo + o:hi + o])
-                grad_k[lo + o:hi + o].addcmul_(grad_s[lo:hi, :, slot, None], q[lo:hi])
-            grad_qkv = torch.stack([grad_q, grad_k, grad_v], 1).reshape(b - a, 3 * c)
-            grad_x[a:b] = grad_qkv @ weight
-            grad_w.addmm_(grad_qkv.t(), x[a:b])
-            grad_b += grad_qkv.sum(0)
-        return grad_x, grad_w, grad_b, None, None, None, None
+        g = grad_out.reshape(n, heads, c // heads)
+        q, k, v = F.linear(x, weight, bias).view(n, 3, heads, c // heads).unbind(1)
+        ranges = _band_ranges(n, ctx.window)
+        grad_p, grad_v = torch.zeros_like(p), torch.zeros_like(v)
+        for slot, o, lo, hi in ranges:
+            grad_p[lo:hi, :, slot] = (g[lo:hi] * v[lo + o:hi + o]).sum(-1)
+            grad_v[lo + o:hi + o].addcmul_(p[lo:hi, :, slot, None], g[lo:hi])
+        grad_s = p * (grad_p - (grad_p * p).sum(-1, keepdim=True)) * ctx.scale
+        grad_q, grad_k = torch.zeros_like(q), torch.zeros_like(k)
+        for slot, o, lo, hi in ranges:
+            grad_q[lo:hi].addcmul_(grad_s[lo:hi, :, slot, None], k[lo + o:hi + o])
+            grad_k[lo + o:hi + o].addcmul_(grad_s[lo:hi, :, slot, None], q[lo:hi])
+        grad_qkv = torch.stack([grad_q, grad_k, grad_v], 1).reshape(n, 3 * c)
+        return grad_qkv @ weight, grad_qkv.t() @ x, grad_qkv.sum(0), None, None, None
 
 
 def _row_blocks(row: torch.Tensor, size: int) -> list[tuple[int, int]]:
@@ -296,6 +338,9 @@ class SpanHead(nn.Module):
                           if cfg.head == "knowfree" and cfg.local_attention else None)
         self.conv = MaskedConv(cfg.channels, cfg.cnn_layers) if cfg.head == "cnn" else None
         self.classifier = nn.Linear(cfg.channels, n_labels)
+        # about the attention's row block: big enough that per-op overhead stays small,
+        # small enough ([2048, 200] fp32 = 1.6 MB per tensor) to stay in cache
+        self.chunk_cells = 2048
 
     def forward(self, x: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         b, i, j = cells.unbind(1)
@@ -303,12 +348,25 @@ class SpanHead(nn.Module):
             grid = self.features(x)
             valid = torch.zeros(grid.shape[:3], dtype=grid.dtype, device=grid.device)
             valid[b, i, j] = 1
-            feats = self.conv(grid, valid)[b, i, j]
-        else:
-            feats = self.features(x, cells)
-        if self.attention is not None:
-            feats = self.attention(feats, b * x.shape[1] + i)
-        return self.classifier(feats)
+            return self.classifier(self.conv(grid, valid)[b, i, j])
+        # Chunk by chunk of whole sentences (a long sentence is a chunk of its own, which the
+        # attention splits further into blocks of rows): features, attention and classifier
+        # of a chunk run while its [cells, C] tensors are still in cache, and only the
+        # narrow logits are concatenated. The same result as the whole batch at once.
+        if len(cells) == 0:
+            return self.classifier(x.new_zeros(0, self.classifier.in_features))
+        terms = self.features.token_terms(x)
+        row = b * x.shape[1] + i
+        logits, pending, start = [], [], 0
+        for sent, a, z in _sentence_blocks(b):
+            pending.append(self.features.sentence(terms, sent, i[a:z], j[a:z]))
+            if z - start >= self.chunk_cells or z == len(cells):
+                feats = torch.cat(pending) if len(pending) > 1 else pending[0]
+                if self.attention is not None:
+                    feats = self.attention(feats, row[start:z])
+                logits.append(self.classifier(feats))
+                pending, start = [], z
+        return torch.cat(logits) if len(logits) > 1 else logits[0]
 
 
 # --- models -----------------------------------------------------------------------------------

@@ -91,6 +91,32 @@ def test_banded_attention_equals_dense_masked_attention(window, lengths):
         assert (g - r).abs().max() < 1e-5
 
 
+def test_span_head_in_chunks_equals_whole_batch():
+    """The head runs chunk by chunk (features per sentence, attention in row blocks); cutting
+    differently must not change outputs or gradients, and the packed features must equal the
+    whole padded grid's at the same cells."""
+    from knowfree.model import SpanHead
+    torch.manual_seed(2)
+    cfg = ModelConfig(**SMALL, dropout=0.0)
+    lengths = torch.tensor([7, 3, 1, 5])
+    cells, _ = span_cells(lengths)
+    b, i, j = cells.unbind(1)
+    x = torch.randn(len(lengths), 8, 16, dtype=torch.double, requires_grad=True)  # 8 > max length
+    head = SpanHead(16, cfg, 5).double()
+    probe = torch.randn(len(cells), 5, dtype=torch.double)
+    results = []
+    for chunk, block in [(10 ** 9, 10 ** 9), (1, 3), (12, 5)]:
+        head.chunk_cells, head.attention.block_cells = chunk, block
+        out = head(x, cells)
+        results.append((out, torch.autograd.grad((out * probe).sum(), [x, *head.parameters()])))
+    for out, grads in results[1:]:
+        assert (out - results[0][0]).abs().max() < 1e-10
+        for g, r in zip(grads, results[0][1]):
+            assert (g - r).abs().max() < 1e-10
+    with torch.no_grad():
+        assert (head.features(x, cells) - head.features(x)[b, i, j]).abs().max() < 1e-10
+
+
 def test_span_cells_are_exactly_the_upper_triangle_inside_each_sentence():
     lengths = torch.tensor([4, 1, 3])
     cells, offsets = span_cells(lengths)
