@@ -416,7 +416,7 @@ def write(rows: list[dict], x: dict, args) -> None:
             f"| **{100 * r['fraction_cpu']:.0f} %** | {100 * r['fraction_wall']:.0f} % "
             f"| {100 * r['encoder_fraction_cpu']:.0f} % | {100 * r['head_fraction_cpu']:.0f} % "
             f"| {r['load_avg_1min']:.1f} |")
-    verdict = "meets" if best["fraction_cpu"] >= args.target else "misses"
+    verdict = "is met" if best["fraction_cpu"] >= args.target else "is missed"
     lines += [
         "",
         f"Best: {100 * best['fraction_cpu']:.0f} % of the bound ({best['threads']} thread(s), batch "
