@@ -70,3 +70,24 @@ def test_plots_build():
     for f in figs:
         assert f.axes
         plt.close(f)
+
+
+def test_inspector_widget_follows_its_controls():
+    """Driving the widgets as a user would: the slider picks the sentence shown, the checkbox
+    narrows the pool to sentences with synthetic data (observers run without a front end)."""
+    from knowfree.data.sample import Sample, Span
+    from knowfree.viz import inspector
+
+    a = Sample(list("张三在北京"), [Span(0, 2, "PER.NAM"), Span(3, 5, "ext.ent.GPE")], id="a")
+    b = Sample(list("李四去上海"), [Span(0, 2, "PER.NAM")], id="b")
+    syn = Sample(list("上海是城市"), [Span(0, 2, "GPE.NAM")], id="b#0", synthetic=True, source_id="b",
+                 weight=0.5)
+    box = inspector([{"sample": a, "synthetic": [], "answers": {"entity": "[{\"entity\": \"北京\"}]"}},
+                     {"sample": b, "synthetic": [syn], "answers": {}}])
+    (pick, only_syn), view = box.children[0].children, box.children[1]
+    assert "张" in view.value and "raw LLM answer" in view.value and "北京" in view.value
+    pick.value = 1
+    assert "李" in view.value and "synthetic sentence" in view.value and "张" not in view.value
+    pick.value = 0
+    only_syn.value = True
+    assert pick.max == 0 and "李" in view.value and "上海是城市"[0] in view.value
