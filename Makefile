@@ -40,6 +40,7 @@ llm: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_head.py
+	$(PY) benchmarks/bench_inference.py
 
 env-check:
 	python3 scripts/environment.py --check

@@ -71,7 +71,8 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("KNOWFREE_DATA_MIRROR", "/work/shared/datasets")
+# As the Makefile does: the mirror beside a checkout, unless the environment names another.
+os.environ.setdefault("KNOWFREE_DATA_MIRROR", str(ROOT.parent / "shared" / "datasets"))
 
 from knowfree.data.registry import load_dataset  # noqa: E402
 from knowfree.data.sample import Sample  # noqa: E402
