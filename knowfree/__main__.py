@@ -8,6 +8,7 @@ COMMANDS = {
     "data": ("knowfree.data.cli", "dataset statistics and format conversion"),
     "eval": ("knowfree.metrics", "span-level P/R/F1 of a prediction file against gold"),
     "train": ("knowfree.train", "train a model from a YAML config"),
+    "sweep": ("knowfree.sweep", "run many trainings of one config in parallel (seeds, heads, K)"),
     "predict": ("knowfree.predict", "predict spans for raw text with a trained run"),
     "augment": ("knowfree.knowledge.pipeline", "build fusion / syn_fusion sets with LLM or tagger knowledge"),
     "llm": ("knowfree.knowledge.server", "assemble the offline GGUF model and run a local llama.cpp server"),

@@ -50,6 +50,11 @@ class ModelConfig:
     encoder: str = "e5-small-offline"
     piece_position: bool = True
     encoder_attention: str = "bidirectional"
+    # LayerNorm on the token vectors before any head: e5-small's come out at RMS ~0.2 and
+    # Qwen2.5's at ~7, and at the head's lr 1e-3 the small ones left every head predicting
+    # "O" for the first hundreds of steps (a linear probe on frozen e5 vectors fit 32 Weibo
+    # sentences in 100 steps with it, 300 without)
+    input_norm: bool = True
     channels: int = 200  # head/tail MLP size = span feature channels
     biaffine_heads: int = 4
     size_embedding: int = 25
@@ -379,6 +384,7 @@ class NerModel(nn.Module):
         self.config, self.schema, self.encoder = cfg, schema, encoder
         self.channel_names = schema.names[:n_channels]
         self._channel = {name: c for c, name in enumerate(self.channel_names)}
+        self.input_norm = nn.LayerNorm(encoder.hidden_size) if cfg.input_norm else nn.Identity()
 
     def collate(self, samples: list[Sample]) -> dict:
         samples = list(samples)
@@ -430,7 +436,9 @@ class NerModel(nn.Module):
         if x.shape[1] < int(batch["lengths"].max()):
             raise RuntimeError(f"encoder returned {x.shape[1]} token vectors for sentences of "
                                f"up to {int(batch['lengths'].max())} tokens")
-        return x
+        # padding rows stay zero, as the encoder returns them
+        mask = batch["enc"]["token_mask"].to(x.device)[..., None]
+        return self.input_norm(x) * mask
 
 
 def span_cells(lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -82,4 +82,6 @@ def git_commit(short: bool = False) -> str:
                                capture_output=True, text=True, check=True).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        # a copy of the tree without .git (a remote GPU machine) can be told its commit
+        told = os.environ.get("KNOWFREE_GIT_COMMIT")
+        return f"{told} (KNOWFREE_GIT_COMMIT)" if told else "unknown"

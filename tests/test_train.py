@@ -139,6 +139,23 @@ def test_stopped_run_resumes_to_the_uninterrupted_result(toy, reference_run, tmp
     assert without_times(state["history"]) == without_times(ref_state["history"])
 
 
+def test_sparse_checkpoints_select_and_resume_like_every_epoch(toy, reference_run, tmp_path):
+    """checkpoint_every=3 of 4 epochs: the selected weights wait in memory until epoch 3 or
+    the end, a run stopped at epoch 2 resumes from epoch 2's checkpoint (stop_after always
+    writes one), and the result equals the every-epoch reference."""
+    run_dir, reference = reference_run
+    config = toy_config(toy, epochs=4)
+    config["output"] = {"checkpoint_every": 3}
+    partial = train(config, tmp_path / "run", progress=False, stop_after=2)
+    assert partial["epoch"] == 2
+    assert json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())["epoch"] == 2
+    resumed = train(config, tmp_path / "run", progress=False)
+    assert resumed["config_hash"] == reference["config_hash"]  # output options are not hashed
+    assert resumed["dev"] == reference["dev"] and resumed["test"] == reference["test"]
+    assert resumed["best_epoch"] == reference["best_epoch"]
+    assert same_weights(weights(tmp_path / "run"), weights(run_dir))
+
+
 def test_completed_run_is_not_retrained_and_other_config_is_refused(toy, reference_run):
     run_dir, reference = reference_run
     again = train(toy_config(toy, epochs=4), run_dir, progress=False)

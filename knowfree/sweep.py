@@ -1,0 +1,241 @@
+"""Many trainings of one config at once: seeds, heads, K values, ablations, in parallel.
+
+    python -m knowfree sweep params/sweeps/weibo_quality.yaml --out results/runs/sweep-weibo \\
+        [--jobs 8] [--deadline 540] [--only GROUP ...] [--dry-run]
+
+A sweep file names a base trainer config and groups of runs; each group sets some keys and
+takes the product of its ``grid`` lists::
+
+    base: configs/weibo_k250.yaml
+    set: {train.threads: 1}                  # every run
+    groups:
+      - name: k250
+        grid: {model.head: [knowfree, cnn, tagger], train.seed: [0, 1, 2]}
+      - name: k1000
+        set: {data.k: 1000, train.epochs: 40}
+        grid: {model.head: [knowfree, cnn, tagger]}
+
+Each run is its own ``python -m knowfree train`` process with its own run folder under
+``--out`` (named by group and grid values), so runs share nothing but the machine: on one GPU,
+small models train several times faster together than one after another, because each alone
+leaves the GPU waiting on Python. A sweep run again skips runs that completed and resumes the
+others. ``--deadline`` stops every run still going after that many seconds (a lease on a
+borrowed machine ends); they are reported as unfinished with the epochs they reached.
+
+``summary.csv`` under ``--out`` gets one row per run: its status, dev and test scores of the
+dev-selected epoch, speed, and what produced it (config hash, data hashes, encoder, commit).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from knowfree import yamlio
+from knowfree.errors import ConfigError
+from knowfree.provenance import REPO_ROOT, atomic_write_text
+
+SUMMARY_FIELDS = [
+    "run", "group", "status", "overrides", "epochs_run", "best_epoch", "dev_f1", "test_p", "test_r",
+    "test_f1", "seconds_per_epoch", "wall_seconds", "device", "config_hash", "data_hashes",
+    "encoder", "git_commit", "run_dir",
+]
+
+
+@dataclass
+class Run:
+    name: str
+    group: str
+    overrides: list[str]  # --set KEY=VALUE items, sweep-wide first
+
+
+def _as_set_items(mapping, where: str) -> list[str]:
+    if mapping is None:
+        return []
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{where} must be a mapping of dotted keys to values")
+    return [f"{k}={json.dumps(v)}" for k, v in mapping.items()]
+
+
+def _short(key: str, value) -> str:
+    text = str(value).replace("/", "_").replace(" ", "")
+    return f"{key.rsplit('.', 1)[-1]}={text}"
+
+
+def plan(sweep: dict) -> list[Run]:
+    """The runs a sweep file asks for, in file order; names are unique or ConfigError."""
+    known = {"base", "set", "groups"}
+    if set(sweep) - known:
+        raise ConfigError(f"unknown sweep keys {sorted(set(sweep) - known)} (known: {sorted(known)})")
+    if not sweep.get("base"):
+        raise ConfigError("a sweep needs `base:`, the trainer config its runs start from")
+    common = _as_set_items(sweep.get("set"), "set")
+    runs: list[Run] = []
+    for g in sweep.get("groups") or []:
+        if not isinstance(g, dict) or not g.get("name"):
+            raise ConfigError(f"each group needs a name, got {g!r}")
+        if set(g) - {"name", "set", "grid"}:
+            raise ConfigError(f"group {g['name']!r}: unknown keys {sorted(set(g) - {'name', 'set', 'grid'})}")
+        fixed = _as_set_items(g.get("set"), f"group {g['name']!r} set")
+        grid = g.get("grid") or {}
+        if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+            raise ConfigError(f"group {g['name']!r}: grid must map keys to non-empty lists")
+        keys = list(grid)
+        for values in itertools.product(*(grid[k] for k in keys)):
+            name = "-".join([g["name"], *(_short(k, v) for k, v in zip(keys, values))])
+            items = common + fixed + [f"{k}={json.dumps(v)}" for k, v in zip(keys, values)]
+            runs.append(Run(name, g["name"], items))
+    if not runs:
+        raise ConfigError("the sweep has no runs (no groups)")
+    dup = sorted({r.name for r in runs if sum(x.name == r.name for x in runs) > 1})
+    if dup:
+        raise ConfigError(f"runs with the same name: {dup}; give the groups different names")
+    return runs
+
+
+def _row(run: Run, folder: Path, status: str) -> dict:
+    row = {"run": run.name, "group": run.group, "status": status,
+           "overrides": " ".join(run.overrides), "run_dir": str(folder)}
+    metrics_file = folder / "metrics.json"
+    epochs_file = folder / "epochs.csv"
+    if metrics_file.is_file():
+        m = json.loads(metrics_file.read_text(encoding="utf-8"))
+        test = m.get("test") or {}
+        row.update(
+            status="done", epochs_run=m["epochs_run"], best_epoch=m["best_epoch"],
+            dev_f1=m["dev"]["f1"] if m.get("dev") else None, test_p=test.get("precision"),
+            test_r=test.get("recall"), test_f1=test.get("f1"),
+            seconds_per_epoch=round(m["seconds_per_epoch"], 2),
+            wall_seconds=round(m["wall_seconds"], 1), device=m.get("device"),
+            config_hash=m["config_hash"], git_commit=m.get("git_commit"),
+            data_hashes=json.dumps(m["data"]["hashes"], sort_keys=True),
+            encoder=m["encoder"]["name"])
+    elif epochs_file.is_file():
+        rows = list(csv.DictReader(epochs_file.open(encoding="utf-8")))
+        scored = [r for r in rows if r.get("dev_f1")]
+        if rows:
+            row["epochs_run"] = len(rows)
+            row["seconds_per_epoch"] = round(sum(float(r["seconds"]) for r in rows) / len(rows), 2)
+        if scored:  # no test score: test is only ever scored on a finished run's selection
+            best = max(scored, key=lambda r: float(r["dev_f1"]))
+            row.update(best_epoch=int(best["epoch"]), dev_f1=float(best["dev_f1"]))
+    return row
+
+
+def write_summary(out: Path, rows: list[dict]) -> Path:
+    import io
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=SUMMARY_FIELDS, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    path = out / "summary.csv"
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+def execute(base: Path, runs: list[Run], out: Path, jobs: int, deadline: float | None,
+            log=print) -> list[dict]:
+    """Run every run not yet complete, ``jobs`` at a time; rows in plan order."""
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    status: dict[str, str] = {}
+    pending = []
+    for r in runs:
+        if (out / r.name / "metrics.json").is_file():
+            status[r.name] = "done"
+        else:
+            pending.append(r)
+    active: dict[str, tuple[subprocess.Popen, object]] = {}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        while pending or active:
+            late = deadline is not None and time.time() - t0 > deadline
+            while pending and len(active) < jobs and not late:
+                r = pending.pop(0)
+                (out / r.name).mkdir(exist_ok=True)
+                logf = open(out / r.name / "train.log", "a", encoding="utf-8")
+                cmd = [sys.executable, "-m", "knowfree", "train", str(base), "--run-dir",
+                       str(out / r.name), "--no-progress"]
+                for item in r.overrides:
+                    cmd += ["--set", item]
+                active[r.name] = (subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
+                                                   cwd=REPO_ROOT, env=env), logf)
+                log(f"[{time.time() - t0:6.0f}s] start {r.name}")
+            for name, (proc, logf) in list(active.items()):
+                code = proc.poll()
+                if code is None and late:
+                    proc.terminate()
+                    try:
+                        code = proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        code = proc.wait()
+                    status[name] = "unfinished"
+                elif code is not None:
+                    status[name] = "done" if code == 0 else f"failed (exit {code})"
+                if code is not None:
+                    logf.close()
+                    del active[name]
+                    log(f"[{time.time() - t0:6.0f}s] {status[name]}: {name}")
+            if late:
+                for r in pending:
+                    status[r.name] = "not started"
+                pending = []
+            time.sleep(1.0)
+    finally:
+        for proc, logf in active.values():
+            proc.kill()
+            logf.close()
+    return [_row(r, out / r.name, status.get(r.name, "not started")) for r in runs]
+
+
+def cli_main(argv) -> int:
+    p = argparse.ArgumentParser(prog="python -m knowfree sweep",
+                                description="Run a sweep of trainings in parallel processes.")
+    p.add_argument("sweep", help="sweep YAML (see params/sweeps/)")
+    p.add_argument("--out", required=True, help="folder for the run folders and summary.csv")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
+    p.add_argument("--deadline", type=float, default=None,
+                   help="seconds after which running runs are stopped and no new ones start")
+    p.add_argument("--only", nargs="+", default=None, help="groups to run (default: all)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override for every run, after the sweep's own (e.g. where this "
+                        "machine keeps the encoder: --set model.encoder=PATH)")
+    p.add_argument("--dry-run", action="store_true", help="print the runs and exit")
+    args = p.parse_args(argv)
+    sweep_file = Path(args.sweep)
+    sweep = yamlio.load_file(sweep_file, "sweep")
+    runs = plan(sweep)
+    for r in runs:
+        r.overrides += args.set
+    if args.only:
+        unknown = set(args.only) - {r.group for r in runs}
+        if unknown:
+            raise ConfigError(f"--only names groups not in the sweep: {sorted(unknown)}")
+        runs = [r for r in runs if r.group in args.only]
+    base = Path(sweep["base"])
+    if not base.is_file() and not base.is_absolute():
+        base = REPO_ROOT / base  # sweep files name configs relative to the repository
+    if not base.is_file():
+        raise ConfigError(f"sweep base config {sweep['base']} does not exist")
+    if args.dry_run:
+        for r in runs:
+            print(r.name, " ".join(r.overrides))
+        return 0
+    if args.jobs < 1:
+        raise ConfigError("--jobs must be at least 1")
+    out = Path(args.out)
+    rows = execute(base, runs, out, args.jobs, args.deadline)
+    path = write_summary(out, rows)
+    counts = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    print(f"{path}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return 0 if all(r["status"] == "done" for r in rows) else 1
