@@ -74,7 +74,13 @@ def hash_samples(samples) -> str:
 
 
 def git_commit(short: bool = False) -> str:
-    """The commit of the working tree, with '+dirty' when tracked files differ from it."""
+    """The commit of the working tree, with '+dirty' when tracked files differ from it.
+
+    ``KNOWFREE_GIT_COMMIT`` overrides it: a copy of the tree sent to another machine may
+    carry no .git, or a stale one."""
+    told = os.environ.get("KNOWFREE_GIT_COMMIT")
+    if told:
+        return f"{told} (KNOWFREE_GIT_COMMIT)"
     try:
         rev = subprocess.run(["git", "rev-parse", "--short" if short else "HEAD"], cwd=REPO_ROOT,
                              capture_output=True, text=True, check=True).stdout.strip()
@@ -82,6 +88,4 @@ def git_commit(short: bool = False) -> str:
                                capture_output=True, text=True, check=True).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        # a copy of the tree without .git (a remote GPU machine) can be told its commit
-        told = os.environ.get("KNOWFREE_GIT_COMMIT")
-        return f"{told} (KNOWFREE_GIT_COMMIT)" if told else "unknown"
+        return "unknown"

@@ -43,7 +43,7 @@ from knowfree.errors import ConfigError
 from knowfree.provenance import REPO_ROOT, atomic_write_text
 
 SUMMARY_FIELDS = [
-    "run", "group", "status", "overrides", "epochs_run", "best_epoch", "dev_f1", "test_p", "test_r",
+    "run", "group", "k", "head", "seed", "status", "overrides", "epochs_run", "best_epoch", "dev_f1", "test_p", "test_r",
     "test_f1", "seconds_per_epoch", "wall_seconds", "device", "config_hash", "data_hashes",
     "encoder", "git_commit", "run_dir",
 ]
@@ -103,6 +103,10 @@ def plan(sweep: dict) -> list[Run]:
 def _row(run: Run, folder: Path, status: str) -> dict:
     row = {"run": run.name, "group": run.group, "status": status,
            "overrides": " ".join(run.overrides), "run_dir": str(folder)}
+    config_file = folder / "config.json"
+    if config_file.is_file():
+        cfg = json.loads(config_file.read_text(encoding="utf-8"))
+        row.update(k=cfg["data"].get("k"), head=cfg["model"].get("head"), seed=cfg["train"]["seed"])
     metrics_file = folder / "metrics.json"
     epochs_file = folder / "epochs.csv"
     if metrics_file.is_file():
@@ -127,6 +131,63 @@ def _row(run: Run, folder: Path, status: str) -> dict:
             best = max(scored, key=lambda r: float(r["dev_f1"]))
             row.update(best_epoch=int(best["epoch"]), dev_f1=float(best["dev_f1"]))
     return row
+
+
+def collect(runs: list[Run], out: Path) -> list[dict]:
+    """Rows of run folders already there (e.g. copied back from another machine).
+
+    A ``provenance.json`` in ``out`` (written by hand beside folders copied back) replaces
+    the fields it names in every row, e.g. the commit, where the remote copy of the tree
+    could not tell it, or the encoder, where a local path stood for a named one."""
+    fix_file = out / "provenance.json"
+    fixes = json.loads(fix_file.read_text(encoding="utf-8")) if fix_file.is_file() else {}
+    rows = []
+    for r in runs:
+        folder = out / r.name
+        status = ("done" if (folder / "metrics.json").is_file() else
+                  "unfinished" if (folder / "epochs.csv").is_file() else "not started")
+        row = _row(r, folder, status)
+        row.update({k: v for k, v in fixes.items() if k in SUMMARY_FIELDS})
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> "pd.DataFrame":
+    """One line per group and head: test and dev F1 in percent as mean ± sample std over
+    the finished seeds, with what produced them."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    lines = []
+    for (group, head), g in df.groupby(["group", "head"], sort=False):
+        done = g[g["status"] == "done"]
+        line = {"group": group, "k": g["k"].iloc[0], "head": head, "runs": len(g),
+                "finished": len(done)}
+        for col in ("test_f1", "dev_f1", "test_p", "test_r"):
+            v = 100 * done[col].astype(float)
+            line[col] = ("" if v.empty else f"{v.mean():.2f}" if len(v) < 2
+                         else f"{v.mean():.2f} ± {v.std():.2f}")
+        line["best_epochs"] = " ".join(str(int(e)) for e in done["best_epoch"])
+        line["seconds_per_epoch"] = round(float(g["seconds_per_epoch"].astype(float).mean()), 2)
+        for col in ("device", "encoder", "git_commit", "config_hash", "data_hashes"):
+            line[col] = ";".join(dict.fromkeys(str(v) for v in done[col])) if not done.empty else ""
+        lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def write_table(prefix: Path, df, sweep_file: Path, extra_set: list[str]) -> None:
+    from knowfree.results import to_markdown
+    from knowfree.provenance import hash_json, sha256_file
+
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    params = hash_json({"sweep_sha256": sha256_file(sweep_file), "set": extra_set})[:16]
+    df = df.assign(params_hash=params, knowledge="none", llm="none")
+    atomic_write_text(prefix.with_suffix(".csv"), df.to_csv(index=False))
+    head = (f"# {prefix.name}\n\nTrainings of `{sweep_file.as_posix()}`"
+            f"{' with --set ' + ' '.join(extra_set) if extra_set else ''}; F1, P and R of the "
+            "dev-selected epoch in percent, mean ± sample std over finished runs "
+            "(`python -m knowfree sweep ... --table`).\n\n")
+    atomic_write_text(prefix.with_suffix(".md"), head + to_markdown(df))
 
 
 def write_summary(out: Path, rows: list[dict]) -> Path:
@@ -209,6 +270,10 @@ def cli_main(argv) -> int:
                    help="override for every run, after the sweep's own (e.g. where this "
                         "machine keeps the encoder: --set model.encoder=PATH)")
     p.add_argument("--dry-run", action="store_true", help="print the runs and exit")
+    p.add_argument("--table", metavar="PREFIX", default=None,
+                   help="also write PREFIX.csv and PREFIX.md: one line per group and head")
+    p.add_argument("--collect", action="store_true",
+                   help="train nothing: summarise the run folders already under --out")
     args = p.parse_args(argv)
     sweep_file = Path(args.sweep)
     sweep = yamlio.load_file(sweep_file, "sweep")
@@ -232,8 +297,10 @@ def cli_main(argv) -> int:
     if args.jobs < 1:
         raise ConfigError("--jobs must be at least 1")
     out = Path(args.out)
-    rows = execute(base, runs, out, args.jobs, args.deadline)
+    rows = collect(runs, out) if args.collect else execute(base, runs, out, args.jobs, args.deadline)
     path = write_summary(out, rows)
+    if args.table:
+        write_table(Path(args.table), table(rows), sweep_file, args.set)
     counts = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1

@@ -1,0 +1,84 @@
+"""Sweeps: the plan is the product the file asks for, runs train in their own processes and
+equal a plain `train` of the same config, a sweep run again trains nothing, a deadline stops
+what is left, and the table aggregates finished seeds only."""
+import csv
+import json
+
+import pytest
+import yaml
+
+from knowfree.errors import ConfigError
+from knowfree.sweep import cli_main, plan
+from knowfree.train import train
+
+from test_train import toy, toy_config  # noqa: F401  (the fixture is used by name)
+
+
+def test_plan_is_the_product_of_each_group_grid_with_later_sets_winning():
+    runs = plan({"base": "b.yaml", "set": {"train.epochs": 3},
+                 "groups": [{"name": "a", "set": {"train.epochs": 5},
+                             "grid": {"model.head": ["knowfree", "cnn"], "train.seed": [0, 1]}},
+                            {"name": "b", "grid": {"train.seed": [7]}}]})
+    assert [r.name for r in runs] == ["a-head=knowfree-seed=0", "a-head=knowfree-seed=1",
+                                      "a-head=cnn-seed=0", "a-head=cnn-seed=1", "b-seed=7"]
+    assert runs[0].overrides == ["train.epochs=3", "train.epochs=5", 'model.head="knowfree"',
+                                 "train.seed=0"]
+    for bad in ({"groups": [{"name": "a"}]},                                  # no base
+                {"base": "b", "groups": [{"grid": {"x": [1]}}]},              # no name
+                {"base": "b", "groups": [{"name": "a", "grid": {"x": []}}]},  # empty axis
+                {"base": "b", "groups": [{"name": "a"}, {"name": "a"}]},      # same run twice
+                {"base": "b", "groups": [{"name": "a", "seeds": [1]}]},       # unknown key
+                {"base": "b", "groups": []}):
+        with pytest.raises(ConfigError):
+            plan(bad)
+
+
+def test_sweep_runs_equal_plain_training_and_are_not_repeated(toy, tmp_path):  # noqa: F811
+    config = toy_config(toy, epochs=2)
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
+        "base": str(tmp_path / "base.yaml"),
+        "groups": [{"name": "g", "grid": {"train.seed": [0, 1]}}]}), encoding="utf-8")
+    out = tmp_path / "out"
+    args = [str(tmp_path / "sweep.yaml"), "--out", str(out), "--jobs", "2"]
+    assert cli_main(args + ["--table", str(tmp_path / "table")]) == 0
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [(r["run"], r["status"], r["seed"]) for r in rows] == [("g-seed=0", "done", "0"),
+                                                                  ("g-seed=1", "done", "1")]
+    plain = train(config, tmp_path / "plain", progress=False)  # seed 0, in this process
+    assert float(rows[0]["test_f1"]) == plain["test"]["f1"]
+    assert float(rows[0]["dev_f1"]) == plain["dev"]["f1"]
+    assert rows[0]["config_hash"] == plain["config_hash"]
+
+    table = list(csv.DictReader((tmp_path / "table.csv").open()))
+    assert len(table) == 1 and table[0]["finished"] == "2"
+    f1s = [100 * float(r["test_f1"]) for r in rows]
+    assert table[0]["test_f1"].startswith(f"{sum(f1s) / 2:.2f} ± ")
+
+    stamp = (out / "g-seed=0" / "metrics.json").stat().st_mtime_ns
+    assert cli_main(args) == 0  # everything complete: nothing retrained
+    assert (out / "g-seed=0" / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_deadline_reports_what_did_not_run(toy, tmp_path):  # noqa: F811
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(toy_config(toy, epochs=2)), encoding="utf-8")
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
+        "base": str(tmp_path / "base.yaml"), "groups": [{"name": "g", "grid": {"train.seed": [0]}}]}),
+        encoding="utf-8")
+    code = cli_main([str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "out"), "--deadline", "0"])
+    assert code == 1
+    rows = list(csv.DictReader((tmp_path / "out" / "summary.csv").open()))
+    assert [r["status"] for r in rows] == ["not started"]
+
+
+def test_collect_applies_a_provenance_file_to_every_row(toy, tmp_path):  # noqa: F811
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(toy_config(toy, epochs=1)), encoding="utf-8")
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
+        "base": str(tmp_path / "base.yaml"), "groups": [{"name": "g", "grid": {"train.seed": [0]}}]}),
+        encoding="utf-8")
+    out = tmp_path / "out"
+    assert cli_main([str(tmp_path / "sweep.yaml"), "--out", str(out)]) == 0
+    (out / "provenance.json").write_text(json.dumps({"git_commit": "abc", "why": "test"}))
+    assert cli_main([str(tmp_path / "sweep.yaml"), "--out", str(out), "--collect"]) == 0
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert rows[0]["git_commit"] == "abc" and rows[0]["status"] == "done"
