@@ -270,7 +270,8 @@ def train_config(setting: Setting, train_file: Path, head: str, extensions: bool
         "model": {"head": head, "encoder": encoder_path(P["encoder"], setting),
                   "use_extensions": extensions},
         "train": {"epochs": P["epochs"], "batch_size": P["batch_size"], "encoder_lr": P["encoder_lr"],
-                  "head_lr": P["head_lr"], "seed": seed, "threads": P["threads"]},
+                  "head_lr": P["head_lr"], "seed": seed, "threads": P["threads"],
+                  "eval_every": P["eval_every"]},
         "output": {"keep_last": False},
     }
 

@@ -89,6 +89,8 @@ KEYS: dict[str, Key] = {
     "encoder_lr": Key("float", "learning rate of the encoder", minimum=0),
     "head_lr": Key("float", "learning rate of the span head", minimum=0),
     "threads": Key("int", "torch CPU threads", minimum=1),
+    "eval_every": Key("int", "score dev every this many epochs (and after the last); dev "
+                             "scoring can cost more than the epoch on CPU", minimum=1),
     "head": Key("str", "model head", choices=HEADS),
     "train_set": Key("str", "what notebook 03 trains on", choices=TRAIN_SETS),
     "variants": Key("list[str]", "ablation rows to run", choices=VARIANTS),
@@ -98,7 +100,8 @@ KEYS: dict[str, Key] = {
 _WHERE = ("run_name", "results_dir")
 _DATA = ("dataset", "k", "sample_seed", "max_len")
 _KNOW = ("knowledge", "llm", "llm_replay", "llm_base_url", "llm_cache")
-_TRAIN = ("encoder", "eval_limit", "epochs", "batch_size", "encoder_lr", "head_lr", "threads")
+_TRAIN = ("encoder", "eval_limit", "epochs", "batch_size", "encoder_lr", "head_lr", "threads",
+          "eval_every")
 _GRID = ("ks", "sample_seed", "seeds", "max_len", "variants")
 
 NOTEBOOKS: dict[str, tuple[str, ...]] = {

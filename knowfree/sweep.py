@@ -1,6 +1,6 @@
 """Many trainings of one config at once: seeds, heads, K values, ablations, in parallel.
 
-    python -m knowfree sweep params/sweeps/weibo_quality.yaml --out results/runs/sweep-weibo \\
+    python -m knowfree sweep configs/sweeps/weibo_quality.yaml --out results/runs/sweep-weibo \\
         [--jobs 8] [--deadline 540] [--only GROUP ...] [--dry-run]
 
 A sweep file names a base trainer config and groups of runs; each group sets some keys and
@@ -138,7 +138,8 @@ def collect(runs: list[Run], out: Path) -> list[dict]:
 
     A ``provenance.json`` in ``out`` (written by hand beside folders copied back) replaces
     the fields it names in every row, e.g. the commit, where the remote copy of the tree
-    could not tell it, or the encoder, where a local path stood for a named one."""
+    could not tell it, or the encoder, where a local path stood for a named one; its
+    ``runs: {name: {field: value}}`` replaces fields of single runs."""
     fix_file = out / "provenance.json"
     fixes = json.loads(fix_file.read_text(encoding="utf-8")) if fix_file.is_file() else {}
     rows = []
@@ -148,6 +149,7 @@ def collect(runs: list[Run], out: Path) -> list[dict]:
                   "unfinished" if (folder / "epochs.csv").is_file() else "not started")
         row = _row(r, folder, status)
         row.update({k: v for k, v in fixes.items() if k in SUMMARY_FIELDS})
+        row.update((fixes.get("runs") or {}).get(r.name, {}))
         rows.append(row)
     return rows
 
@@ -260,7 +262,7 @@ def execute(base: Path, runs: list[Run], out: Path, jobs: int, deadline: float |
 def cli_main(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m knowfree sweep",
                                 description="Run a sweep of trainings in parallel processes.")
-    p.add_argument("sweep", help="sweep YAML (see params/sweeps/)")
+    p.add_argument("sweep", help="sweep YAML (see configs/sweeps/)")
     p.add_argument("--out", required=True, help="folder for the run folders and summary.csv")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
     p.add_argument("--deadline", type=float, default=None,

@@ -215,7 +215,8 @@ def learning_curves(epochs, x: str = "epoch", left: Sequence[str] = ("train_loss
     ax.set_ylabel(", ".join(c for c in left if c in epochs))
     ax2 = ax.twinx()
     for i, c in enumerate(c for c in right if c in epochs):
-        ax2.plot(epochs[x], epochs[c], marker="s", linestyle="--", color=f"C{i + len(left)}", label=c)
+        scored = epochs[[x, c]].dropna()  # with eval_every > 1 only some epochs are scored
+        ax2.plot(scored[x], scored[c], marker="s", linestyle="--", color=f"C{i + len(left)}", label=c)
     ax2.set_ylabel(", ".join(c for c in right if c in epochs))
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()

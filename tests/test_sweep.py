@@ -7,9 +7,11 @@ import json
 import pytest
 import yaml
 
+from knowfree import yamlio
 from knowfree.errors import ConfigError
+from knowfree.provenance import REPO_ROOT
 from knowfree.sweep import cli_main, plan
-from knowfree.train import train
+from knowfree.train import load_config, train
 
 from test_train import toy, toy_config  # noqa: F401  (the fixture is used by name)
 
@@ -82,3 +84,12 @@ def test_collect_applies_a_provenance_file_to_every_row(toy, tmp_path):  # noqa:
     assert cli_main([str(tmp_path / "sweep.yaml"), "--out", str(out), "--collect"]) == 0
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert rows[0]["git_commit"] == "abc" and rows[0]["status"] == "done"
+
+
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "configs" / "sweeps").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_sweeps_give_valid_trainer_configs(path):
+    sweep = yamlio.load_file(path, "sweep")
+    runs = plan(sweep)
+    for r in runs:
+        load_config(REPO_ROOT / sweep["base"], r.overrides)  # raises on a bad key or value
