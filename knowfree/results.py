@@ -191,6 +191,10 @@ def record_run(results_dir: Path, run_name: str, info: Mapping[str, Any]) -> Non
 OTHER_PRODUCERS = {
     "tables/knowledge_sources.": "python -m knowfree augment table <stats.json of augment runs>",
     "benchmarks/": "a script in benchmarks/ (see its header)",
+    "tables/quality_weibo.": "python -m knowfree sweep configs/sweeps/weibo_quality.yaml "
+                             "--out results/sweeps/weibo_quality --jobs 20 "
+                             "--table results/tables/quality_weibo (a GPU; see the sweep file)",
+    "sweeps/weibo_quality/": "the same sweep; provenance.json there says where it ran",
 }
 
 _README_HEAD = """# Results
@@ -202,6 +206,8 @@ every `python -m knowfree reproduce` run: do not edit by hand.
   provenance: {provenance}.
 - `figures/<run>.<notebook>_<name>.png`.
 - `index.json`: which notebook and run wrote each file, and the command of each run.
+- `sweeps/<sweep>/`: run folders of `python -m knowfree sweep` (configs, per-epoch scores,
+  metrics; no weights) and their `summary.csv`.
 - `runs/<run>/` (ignored by git): the executed notebooks with all their outputs, `run.json`
   (timings, params hash, git commit) and `work/` (subsets, augmented data, trained models).
 
@@ -222,6 +228,9 @@ def write_readme(results_dir: Path) -> Path:
     present = sorted(p.relative_to(results_dir).as_posix()
                      for sub in ("tables", "figures", "benchmarks") if (results_dir / sub).is_dir()
                      for p in (results_dir / sub).rglob("*") if p.suffix in (".csv", ".png"))
+    # a sweep folder holds one small folder per run; its summary stands for them
+    present += sorted(p.relative_to(results_dir).as_posix()
+                      for p in (results_dir / "sweeps").glob("*/summary.csv"))
     lines = [_README_HEAD.format(provenance=", ".join(f"`{c}`" for c in PROVENANCE))]
     runs = index["runs"]
     if runs:
