@@ -164,7 +164,8 @@ def augment(setting: Setting, P: Mapping[str, Any], work_dir: Path, seed: int,
 
     ``P``: the notebook's validated parameters. With LLM knowledge, explanation synthesis runs
     too, and its pseudo-label model is trained on this setting's fusion set with the
-    notebook's encoder and training parameters (``seed``), never on a larger setting."""
+    notebook's encoder and training parameters (``seed``), never on a larger setting;
+    ``synthesis: false`` keeps to label extension."""
     from knowfree.knowledge import pipeline
 
     if P["knowledge"] == "none":
@@ -178,10 +179,11 @@ def augment(setting: Setting, P: Mapping[str, Any], work_dir: Path, seed: int,
                "mode": "replay" if P["llm_replay"] else "live"}
         if not P["llm_replay"]:
             llm.update({"base_url": P["llm_base_url"]} if P["llm_base_url"] else {"serve": "1.5b"})
-        pseudo = train_config(setting, setting.file("train"), "knowfree", True, seed=seed, P=P)
         cfg["llm"] = llm
-        cfg["synthesis"] = {"enabled": True,
-                            "pseudo_label": {"train": {k: pseudo[k] for k in ("model", "train")}}}
+        if P["synthesis"]:
+            pseudo = train_config(setting, setting.file("train"), "knowfree", True, seed=seed, P=P)
+            cfg["synthesis"] = {"enabled": True,
+                                "pseudo_label": {"train": {k: pseudo[k] for k in ("model", "train")}}}
     cfg["output"] = str(Path(work_dir) / "augment" / f"{setting.name}-{P['knowledge']}-{hash_json(cfg)[:8]}")
     result = pipeline.augment(cfg, progress=progress)
     sets = {"fusion": (result.output / "fusion.jsonl", result.fusion)}
@@ -258,7 +260,8 @@ def training_set(setting: Setting, train_set: str, knowledge: Knowledge | None
 def missing_set_reason(train_set: str, knowledge: str) -> str:
     if knowledge == "none":
         return f"needs knowledge ({train_set} set), but knowledge is 'none'"
-    return f"needs the {train_set} set, which only LLM knowledge (llm or both) synthesises"
+    return (f"needs the {train_set} set, which only LLM knowledge (llm or both) with synthesis "
+            "on synthesises")
 
 
 def train_config(setting: Setting, train_file: Path, head: str, extensions: bool, *, seed: int,

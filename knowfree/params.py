@@ -84,6 +84,8 @@ KEYS: dict[str, Key] = {
     "llm_base_url": Key("str", "OpenAI-compatible server for live requests; '' starts the "
                                "offline llama.cpp model here"),
     "llm_cache": Key("str", "response cache folder; '' means data/cache/llm/<dataset>-k<k>-s<sample_seed>"),
+    "synthesis": Key("bool", "with llm or both knowledge, also synthesise explanation sentences "
+                             "(syn_fusion); false: label extension only"),
     "epochs": Key("int", "training epochs", minimum=1),
     "batch_size": Key("int", "training batch size", minimum=1),
     "encoder_lr": Key("float", "learning rate of the encoder", minimum=0),
@@ -99,7 +101,7 @@ KEYS: dict[str, Key] = {
 
 _WHERE = ("run_name", "results_dir")
 _DATA = ("dataset", "k", "sample_seed", "max_len")
-_KNOW = ("knowledge", "llm", "llm_replay", "llm_base_url", "llm_cache")
+_KNOW = ("knowledge", "llm", "llm_replay", "llm_base_url", "llm_cache", "synthesis")
 _TRAIN = ("encoder", "eval_limit", "epochs", "batch_size", "encoder_lr", "head_lr", "threads",
           "eval_every")
 _GRID = ("ks", "sample_seed", "seeds", "max_len", "variants")

@@ -79,7 +79,9 @@ DEFAULTS: dict[str, Any] = {
     "knowledge": "taggers", "tagger": None, "unknown_entities": "drop",
     "schema": {"rule": "count"},
     "llm": {"base_url": None, "model": None, "serve": None, "api_key_env": "OPENAI_API_KEY", "mode": "live",
-            "cache": None, "temperature": 0.0, "max_tokens": 512, "top_p": 1.0, "seed": None,
+            # 1024: a POS answer for a long Weibo post needs ~1000 tokens (the committed caches
+            # are keyed with it, so notebooks and configs that keep the default replay them)
+            "cache": None, "temperature": 0.0, "max_tokens": 1024, "top_p": 1.0, "seed": None,
             "concurrency": 2, "timeout": 300.0, "max_retries": 4, "prompts": None,
             "kinds": ["entity", "pos"]},
     "synthesis": {"enabled": False, "min_chars": 8, "max_chars": 160, "weight": 0.5,
