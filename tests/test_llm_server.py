@@ -19,6 +19,7 @@ from knowfree.provenance import REPO_ROOT
 
 SENTENCES = [("zh", "张伟昨天在北京大学见到了李明。"),
              ("en", "Barack Obama visited Paris in May."),
+             ("ja", "田中さんは東京の日本銀行で働いている。"),
              ("ko", "김민수는 부산에서 삼성전자에 다닌다.")]
 
 
@@ -59,8 +60,8 @@ def test_real_client_on_real_server(server, tmp_path):
         found = [i.get("entity") for i in items if isinstance(i, dict)]
         assert any(isinstance(e, str) and e and e in sentence for e in found), \
             f"no entity of {r.text!r} occurs in {sentence!r}"
-    assert client.usage.answered == 3 and client.usage.completion_tokens > 0
-    assert client.cache.provenance()["servers"] == {server.label: 3} and "0.3.36" in server.label
+    assert client.usage.answered == len(SENTENCES) and client.usage.completion_tokens > 0
+    assert client.cache.provenance()["servers"] == {server.label: len(SENTENCES)} and "0.3.36" in server.label
     # The same requests again come from the cache alone, with no server at all.
     replay = LLMClient(server.model, None, cache=ResponseCache(tmp_path, mode="replay"))
     assert [r.text for r in replay.complete_many(reqs)] == [r.text for r in results]
