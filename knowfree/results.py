@@ -195,6 +195,10 @@ OTHER_PRODUCERS = {
                              "--out results/sweeps/weibo_quality --jobs 20 "
                              "--table results/tables/quality_weibo (a GPU; see the sweep file)",
     "sweeps/weibo_quality/": "the same sweep; provenance.json there says where it ran",
+    "tables/encoders_weibo_k250.": "python -m knowfree sweep configs/sweeps/encoders_weibo_k250.yaml "
+                                   "--out results/sweeps/encoders_weibo_k250 "
+                                   "--table results/tables/encoders_weibo_k250 (2 CPU cores)",
+    "sweeps/encoders_weibo_k250/": "the same sweep",
 }
 
 _README_HEAD = """# Results

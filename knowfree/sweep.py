@@ -44,7 +44,7 @@ from knowfree.provenance import REPO_ROOT, atomic_write_text
 
 SUMMARY_FIELDS = [
     "run", "group", "k", "head", "seed", "status", "overrides", "epochs_run", "best_epoch", "dev_f1", "test_p", "test_r",
-    "test_f1", "seconds_per_epoch", "wall_seconds", "device", "config_hash", "data_hashes",
+    "test_f1", "seconds_per_epoch", "train_seconds_per_epoch", "wall_seconds", "device", "config_hash", "data_hashes",
     "encoder", "git_commit", "run_dir",
 ]
 
@@ -117,6 +117,7 @@ def _row(run: Run, folder: Path, status: str) -> dict:
             dev_f1=m["dev"]["f1"] if m.get("dev") else None, test_p=test.get("precision"),
             test_r=test.get("recall"), test_f1=test.get("f1"),
             seconds_per_epoch=round(m["seconds_per_epoch"], 2),
+            train_seconds_per_epoch=round(m["train_seconds_per_epoch"], 2),
             wall_seconds=round(m["wall_seconds"], 1), device=m.get("device"),
             config_hash=m["config_hash"], git_commit=m.get("git_commit"),
             data_hashes=json.dumps(m["data"]["hashes"], sort_keys=True),
@@ -155,22 +156,27 @@ def collect(runs: list[Run], out: Path) -> list[dict]:
 
 
 def table(rows: list[dict]) -> "pd.DataFrame":
-    """One line per group and head: test and dev F1 in percent as mean ± sample std over
-    the finished seeds, with what produced them."""
+    """One line per setting (a run name without its seed): test and dev F1 in percent as
+    mean ± sample std over the finished seeds, with what produced them."""
+    import re
+
     import pandas as pd
 
     df = pd.DataFrame(rows)
+    df["setting"] = [re.sub(r"-seed=[^-]+", "", name) for name in df["run"]]
     lines = []
-    for (group, head), g in df.groupby(["group", "head"], sort=False):
+    for setting, g in df.groupby("setting", sort=False):
         done = g[g["status"] == "done"]
-        line = {"group": group, "k": g["k"].iloc[0], "head": head, "runs": len(g),
-                "finished": len(done)}
+        line = {"setting": setting, "k": g["k"].iloc[0], "head": g["head"].iloc[0],
+                "runs": len(g), "finished": len(done)}
         for col in ("test_f1", "dev_f1", "test_p", "test_r"):
             v = 100 * done[col].astype(float)
             line[col] = ("" if v.empty else f"{v.mean():.2f}" if len(v) < 2
                          else f"{v.mean():.2f} ± {v.std():.2f}")
         line["best_epochs"] = " ".join(str(int(e)) for e in done["best_epoch"])
-        line["seconds_per_epoch"] = round(float(g["seconds_per_epoch"].astype(float).mean()), 2)
+        for col in ("seconds_per_epoch", "train_seconds_per_epoch"):
+            v = g[col].dropna().astype(float) if col in g else pd.Series(dtype=float)
+            line[col] = round(float(v.mean()), 2) if len(v) else ""
         for col in ("device", "encoder", "git_commit", "config_hash", "data_hashes"):
             line[col] = ";".join(dict.fromkeys(str(v) for v in done[col])) if not done.empty else ""
         lines.append(line)
@@ -273,7 +279,7 @@ def cli_main(argv) -> int:
                         "machine keeps the encoder: --set model.encoder=PATH)")
     p.add_argument("--dry-run", action="store_true", help="print the runs and exit")
     p.add_argument("--table", metavar="PREFIX", default=None,
-                   help="also write PREFIX.csv and PREFIX.md: one line per group and head")
+                   help="also write PREFIX.csv and PREFIX.md: one line per setting (runs differing only in seed)")
     p.add_argument("--collect", action="store_true",
                    help="train nothing: summarise the run folders already under --out")
     args = p.parse_args(argv)
