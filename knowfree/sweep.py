@@ -45,7 +45,7 @@ from knowfree.provenance import REPO_ROOT, atomic_write_text
 SUMMARY_FIELDS = [
     "run", "group", "k", "head", "seed", "status", "overrides", "epochs_run", "best_epoch", "dev_f1", "test_p", "test_r",
     "test_f1", "seconds_per_epoch", "train_seconds_per_epoch", "wall_seconds", "device", "config_hash", "data_hashes",
-    "encoder", "git_commit", "run_dir",
+    "encoder", "knowledge", "llm", "git_commit", "run_dir",
 ]
 
 
@@ -107,6 +107,10 @@ def _row(run: Run, folder: Path, status: str) -> dict:
     if config_file.is_file():
         cfg = json.loads(config_file.read_text(encoding="utf-8"))
         row.update(k=cfg["data"].get("k"), head=cfg["model"].get("head"), seed=cfg["train"]["seed"])
+        # a registered dataset is gold data; a train file may hold knowledge of any source
+        gold = cfg["data"].get("dataset") is not None
+        row.update(knowledge="none" if gold else f"as in {cfg['data'].get('train_file')}",
+                   llm="none" if gold else f"as in {cfg['data'].get('train_file')}")
     metrics_file = folder / "metrics.json"
     epochs_file = folder / "epochs.csv"
     if metrics_file.is_file():
@@ -146,9 +150,8 @@ def collect(runs: list[Run], out: Path) -> list[dict]:
     rows = []
     for r in runs:
         folder = out / r.name
-        status = ("done" if (folder / "metrics.json").is_file() else
-                  "unfinished" if (folder / "epochs.csv").is_file() else "not started")
-        row = _row(r, folder, status)
+        # _row turns a folder with metrics.json into "done"
+        row = _row(r, folder, "unfinished" if (folder / "epochs.csv").is_file() else "not started")
         row.update({k: v for k, v in fixes.items() if k in SUMMARY_FIELDS})
         row.update((fixes.get("runs") or {}).get(r.name, {}))
         rows.append(row)
@@ -177,7 +180,8 @@ def table(rows: list[dict]) -> "pd.DataFrame":
         for col in ("seconds_per_epoch", "train_seconds_per_epoch"):
             v = g[col].dropna().astype(float) if col in g else pd.Series(dtype=float)
             line[col] = round(float(v.mean()), 2) if len(v) else ""
-        for col in ("device", "encoder", "git_commit", "config_hash", "data_hashes"):
+        for col in ("device", "encoder", "knowledge", "llm", "git_commit", "config_hash",
+                    "data_hashes"):
             line[col] = ";".join(dict.fromkeys(str(v) for v in done[col])) if not done.empty else ""
         lines.append(line)
     return pd.DataFrame(lines)
@@ -189,7 +193,7 @@ def write_table(prefix: Path, df, sweep_file: Path, extra_set: list[str]) -> Non
 
     prefix.parent.mkdir(parents=True, exist_ok=True)
     params = hash_json({"sweep_sha256": sha256_file(sweep_file), "set": extra_set})[:16]
-    df = df.assign(params_hash=params, knowledge="none", llm="none")
+    df = df.assign(params_hash=params)
     atomic_write_text(prefix.with_suffix(".csv"), df.to_csv(index=False))
     head = (f"# {prefix.name}\n\nTrainings of `{sweep_file.as_posix()}`"
             f"{' with --set ' + ' '.join(extra_set) if extra_set else ''}; F1, P and R of the "

@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         for name in args.dataset:
             split = registry.load_dataset(name)["dev"][:64]
-            enc = encoder.tokenize([s.tokens[:encoder.max_tokens_hint] for s in split], "zh")
+            enc = encoder.tokenize([s.tokens[:encoder.max_tokens_hint] for s in split],
+                                   [s.lang for s in split])
             a = encoder._hidden(enc["input_ids"], enc["attention_mask"])
             b = trimmed._hidden(enc["input_ids"], enc["attention_mask"])
             if not torch.equal(a, b):
