@@ -40,9 +40,42 @@ BATCH_SIZE = 16
 
 def split_text(text: str, lang: str) -> tuple[list[str], list[tuple[int, int]]]:
     """Tokens of a raw string and their [start, end) character offsets in it."""
+    if lang == "ko":
+        return korean_morphemes(text)
     pattern = r"\S" if lang in CHAR_LANGS else r"\S+"
     matches = list(re.finditer(pattern, text))
     return [m.group() for m in matches], [m.span() for m in matches]
+
+
+_KIWI = None
+
+
+def korean_morphemes(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """Kiwi morphemes of a Korean string, with the characters each was read from.
+
+    Korean training data (KMOU) is split into morphemes, so raw text must be too: a name and the
+    particle after it share one space-separated word ("영국과" = 영국 + 과), and a whitespace token
+    could never be cut into entity and particle. Tokens are Kiwi's morpheme forms, as in KMOU
+    (contracted verb endings give forms that differ from the surface, "자라났다" = 자라나 + 었 +
+    다); their offsets are the surface characters, which may overlap for such contractions.
+    """
+    global _KIWI
+    if not text.strip():
+        return [], []
+    if _KIWI is None:
+        try:
+            from kiwipiepy import Kiwi
+        except ImportError:
+            raise InputError("predicting Korean raw text needs the Kiwi morpheme analyser, which is "
+                             "not installed", fix="pip install kiwipiepy kiwipiepy-model "
+                             "(both are in requirements.txt)") from None
+        _KIWI = Kiwi()
+    tokens, offsets = [], []
+    for m in _KIWI.tokenize(text):
+        start, end = m.start, m.start + max(m.len, 1)
+        tokens.append(m.form)
+        offsets.append((start, min(end, len(text))))
+    return tokens, offsets
 
 
 # --------------------------------------------------------------------------------------------

@@ -64,6 +64,21 @@ def test_split_text_offsets():
     assert split_text(" \n\u3000", "ja") == ([], [])
 
 
+def test_korean_text_is_split_into_morphemes_with_surface_offsets():
+    text = "각각 영국과 프랑스 과학활동의 특성으로 자라났다."
+    tokens, offsets = split_text(text, "ko")
+    # the names come apart from their particles, as in the KMOU training tokens
+    assert tokens[:5] == ["각각", "영국", "과", "프랑스", "과학"]
+    assert text[offsets[1][0]:offsets[1][1]] == "영국"
+    assert text[offsets[3][0]:offsets[3][1]] == "프랑스"
+    assert all(0 <= a < b <= len(text) for a, b in offsets)
+    assert [a for a, _ in offsets] == sorted(a for a, _ in offsets)
+    # every character that is not a space is read by some morpheme
+    covered = {i for a, b in offsets for i in range(a, b)}
+    assert covered == {i for i, c in enumerate(text) if not c.isspace()}
+    assert split_text("  \n", "ko") == ([], [])
+
+
 def test_saved_run_predicts_what_the_trained_model_did(run):
     run_dir, metrics, config = run
     test = sentences(16, 2, "test")
