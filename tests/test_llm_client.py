@@ -61,6 +61,30 @@ def test_concurrency_is_bounded_and_duplicates_are_asked_once():
     assert [r.text for r in results[9:]] == [r.text for r in results[:3]]
 
 
+def test_several_servers_share_the_work_and_each_answer_names_its_server(tmp_path):
+    with FakeOpenAI(delay=0.05) as a, FakeOpenAI(delay=0.05) as b:
+        cache = ResponseCache(tmp_path)
+        client = LLMClient(MODEL, [a.base_url, b.base_url], cache=cache, concurrency=2)
+        assert client.preflight() == [MODEL]
+        reqs = requests(12)
+        results = client.complete_many(reqs)
+        cache.close()
+    # every request asked exactly once, and each server got its share
+    assert sorted(a.prompts + b.prompts) == sorted(r.messages[-1]["content"] for r in reqs)
+    assert a.prompts and b.prompts
+    assert [r.text for r in results] == [f"answer to {r.messages[-1]['content']}" for r in reqs]
+    assert cache.provenance()["servers"] == {a.base_url: len(a.prompts), b.base_url: len(b.prompts)}
+    assert client.describe()["base_url"] == [a.base_url, b.base_url]
+
+
+def test_preflight_checks_every_server():
+    with FakeOpenAI() as up:
+        client = LLMClient(MODEL, [up.base_url, closed_port_url()], max_retries=0)
+        with pytest.raises(PreflightError) as e:
+            client.preflight()
+    assert e.value.reason == "unreachable"
+
+
 def test_sampling_reaches_the_server_and_seed_only_when_set():
     with FakeOpenAI() as server:
         fast_client(server).complete_many(requests(1, sampling=Sampling(0.7, 33, 0.9, seed=5)) + requests(1))

@@ -14,7 +14,8 @@ from knowfree.errors import DataNotFound, KnowfreeError
 from knowfree.knowledge.cache import ResponseCache
 from knowfree.knowledge.llm import LLMClient, PreflightError, Request, Sampling
 from knowfree.knowledge.prompts import load_template
-from knowfree.knowledge.server import MODELS, LlamaServer, assemble_gguf
+from knowfree.errors import ConfigError
+from knowfree.knowledge.server import MODELS, LlamaServer, assemble_gguf, split_cores
 from knowfree.provenance import REPO_ROOT
 
 SENTENCES = [("zh", "张伟昨天在北京大学见到了李明。"),
@@ -72,6 +73,31 @@ def test_preflight_names_a_model_the_server_lacks(server):
     with pytest.raises(PreflightError) as e:
         LLMClient("no-such-model", server.base_url).preflight()
     assert e.value.reason == "model" and server.model in str(e.value)
+
+
+def test_a_pinned_server_runs_on_its_cores_only():
+    _need_llama_cpp()
+    try:
+        model = assemble_gguf("0.5b")
+    except DataNotFound as e:
+        _unavailable(f"the 0.5B model is not assembled and its parts are missing: {e}")
+    core = max(os.sched_getaffinity(0))
+    with LlamaServer(model, n_ctx=512, cpus=[core]) as pinned:
+        assert pinned.n_threads == 1
+        assert os.sched_getaffinity(pinned._proc.pid) == {core}
+        assert LLMClient(pinned.model, pinned.base_url).preflight()
+
+
+@pytest.mark.parametrize("cores,n,groups", [
+    ([0, 1], 2, [[0], [1]]), ([0, 1], 1, [[0, 1]]),
+    ([0, 1, 2, 3, 4], 2, [[0, 1, 2], [3, 4]]), ([3, 5, 7], 3, [[3], [5], [7]])])
+def test_split_cores_gives_disjoint_even_groups(cores, n, groups):
+    assert split_cores(n, cores) == groups
+
+
+def test_split_cores_refuses_more_servers_than_cores():
+    with pytest.raises(ConfigError, match="cannot run 3 LLM servers on 2 cores"):
+        split_cores(3, [0, 1])
 
 
 def test_a_server_that_dies_while_starting_quotes_its_log(tmp_path):

@@ -303,6 +303,10 @@ def test_synthesis_refuses_a_model_from_another_setting(data):
     ({"synthesis": {"enabled": True}, "llm": {"model": "m", "cache": "c", "mode": "replay"}},
      "exactly one of run_dir"),
     ({"llm": {"temperature": "hot"}}, "llm.temperature"),
+    ({"knowledge": "llm", "llm": {"base_url": "http://x/v1", "model": "m", "cache": "c", "servers": 2}},
+     "more than 1 only with llm.serve"),
+    ({"knowledge": "llm", "llm": {"base_url": ["http://x/v1", 3], "model": "m", "cache": "c"}},
+     "a URL or a list of URLs"),
 ])
 def test_bad_configs_name_the_key(data, change, message):
     with pytest.raises(ConfigError, match=message):

@@ -107,11 +107,14 @@ class PreflightError(KnowfreeError):
 
 
 class LLMClient:
-    def __init__(self, model: str, base_url: str | None = None, *, cache: ResponseCache | None = None,
+    def __init__(self, model: str, base_url: str | Sequence[str] | None = None, *,
+                 cache: ResponseCache | None = None,
                  api_key_env: str = "OPENAI_API_KEY", concurrency: int = 4, timeout: float = 300.0,
                  max_retries: int = 4, backoff: float = 1.0, max_backoff: float = 60.0,
                  server_label: str | None = None):
-        """``base_url`` may be None only with a replay cache, which never connects.
+        """``base_url`` may be None only with a replay cache, which never connects. Several
+        URLs (servers of the same model) share the work: each worker thread keeps to one server,
+        taking them in turn, so ``concurrency`` should be at least the number of servers.
 
         ``server_label`` is what the cache records as the server of each answer (default: the
         base URL); :attr:`LlamaServer.label` names the llama.cpp build and model file.
@@ -129,17 +132,24 @@ class LLMClient:
         if concurrency < 1 or max_retries < 0:
             raise ConfigError(f"LLM concurrency must be >= 1 and max_retries >= 0 "
                               f"(got {concurrency}, {max_retries})")
-        self.model, self.base_url, self.cache = model, base_url, cache
+        self.base_urls = [base_url] if isinstance(base_url, str) or base_url is None else list(base_url)
+        if not self.base_urls:
+            raise ConfigError("LLM base_url is an empty list")
+        self.model, self.base_url, self.cache = model, self.base_urls[0], cache
         self.api_key_env, self.concurrency, self.timeout = api_key_env, concurrency, timeout
         self.max_retries, self.backoff, self.max_backoff = max_retries, backoff, max_backoff
-        self.server_label = server_label or base_url
+        self._label = server_label
+        self.server_label = server_label or (", ".join(self.base_urls) if base_url is not None else None)
         self.usage = Usage()
         self._lock = threading.Lock()
-        self._client: openai.OpenAI | None = None
+        self._clients: dict[str, openai.OpenAI] = {}
+        self._thread = threading.local()
+        self._turn = 0
 
     def describe(self) -> dict:
         """Settings for provenance (never the key itself)."""
-        return {"model": self.model, "base_url": self.base_url, "server": self.server_label,
+        urls = self.base_urls if len(self.base_urls) > 1 else self.base_url
+        return {"model": self.model, "base_url": urls, "server": self.server_label,
                 "api_key_env": self.api_key_env,
                 "concurrency": self.concurrency, "timeout": self.timeout, "max_retries": self.max_retries,
                 "cache": str(self.cache.folder) if self.cache else None,
@@ -149,33 +159,53 @@ class LLMClient:
         return request_key(self.model, request.kind, request.version, request.messages,
                            request.sampling.to_dict())
 
-    def _openai(self) -> openai.OpenAI:
-        if self._client is None:
+    def _openai(self, url: str | None = None) -> openai.OpenAI:
+        url = url or self._thread_url()
+        with self._lock:
+            client = self._clients.get(url)
+        if client is None:
             key = os.environ.get(self.api_key_env)
             if not key:
-                if urlparse(self.base_url).hostname not in ("127.0.0.1", "localhost", "::1"):
+                if urlparse(url).hostname not in ("127.0.0.1", "localhost", "::1"):
                     raise ConfigError(f"environment variable {self.api_key_env} holding the API key for "
-                                      f"{self.base_url} is not set (fix: export {self.api_key_env}=..., "
+                                      f"{url} is not set (fix: export {self.api_key_env}=..., "
                                       f"or name another variable in llm.api_key_env)")
                 key = "no-key-needed-on-loopback"
             # Retries are ours (counted, with our backoff), so the library's are off.
-            self._client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout,
-                                         max_retries=0)
-        return self._client
+            client = openai.OpenAI(base_url=url, api_key=key, timeout=self.timeout, max_retries=0)
+            with self._lock:
+                client = self._clients.setdefault(url, client)
+        return client
+
+    def _thread_url(self) -> str:
+        """The server of the calling thread: threads are dealt to the servers in turn."""
+        url = getattr(self._thread, "url", None)
+        if url is None:
+            with self._lock:
+                url = self.base_urls[self._turn % len(self.base_urls)]
+                self._turn += 1
+            self._thread.url = url
+        return url
 
     # -- before any work -----------------------------------------------------------------
 
     def preflight(self, timeout: float = 15.0) -> list[str]:
-        """Check that the server answers, accepts the key and serves the model.
+        """Check that every server answers, accepts the key and serves the model.
 
-        Returns the model ids the server lists. Raises :class:`PreflightError` naming the
+        Returns the model ids the (last) server lists. Raises :class:`PreflightError` naming the
         problem and its fix. With a replay cache nothing is checked: no network is used.
         """
         if self.cache is not None and self.cache.mode == "replay":
             return []
-        where = f"LLM server {self.base_url}"
+        ids: list[str] = []
+        for url in self.base_urls:
+            ids = self._preflight_one(url, timeout)
+        return ids
+
+    def _preflight_one(self, url: str, timeout: float) -> list[str]:
+        where = f"LLM server {url}"
         try:
-            ids = [m.id for m in self._openai().models.list(timeout=timeout)]
+            ids = [m.id for m in self._openai(url).models.list(timeout=timeout)]
         except openai.NotFoundError:
             # Some servers have no /models: one 1-token completion tells the same.
             ids = None
@@ -185,7 +215,7 @@ class LLMClient:
             raise self._status_error(where, e) from e
         if ids is None:
             try:
-                self._openai().chat.completions.create(
+                self._openai(url).chat.completions.create(
                     model=self.model, messages=[{"role": "user", "content": "hi"}], max_tokens=1,
                     timeout=timeout)
             except openai.APIConnectionError as e:
@@ -262,13 +292,14 @@ class LLMClient:
 
     def _complete_one(self, key: str, req: Request) -> Response | Failure:
         extra = {} if req.sampling.seed is None else {"seed": req.sampling.seed}
+        url = self._thread_url()
         attempt = 0
         while True:
             attempt += 1
             with self._lock:
                 self.usage.http_requests += 1
             try:
-                out = self._openai().chat.completions.create(
+                out = self._openai(url).chat.completions.create(
                     model=self.model, messages=req.messages, temperature=req.sampling.temperature,
                     max_tokens=req.sampling.max_tokens, top_p=req.sampling.top_p, **extra)
                 break
@@ -294,7 +325,7 @@ class LLMClient:
         ctok = getattr(out.usage, "completion_tokens", 0) or 0
         finish = getattr(choice, "finish_reason", None)
         if self.cache is not None:
-            self.cache.put({"key": key, "model": self.model, "server": self.server_label, "kind": req.kind,
+            self.cache.put({"key": key, "model": self.model, "server": self._label or url, "kind": req.kind,
                             "version": req.version, "messages": req.messages,
                             "sampling": req.sampling.to_dict(), "meta": req.meta, "text": text,
                             "prompt_tokens": ptok, "completion_tokens": ctok, "finish_reason": finish,

@@ -35,8 +35,10 @@ Config (YAML, defaults in ``DEFAULTS``)::
     schema: {rule: count}   # extension weight rule of knowfree.data.schema, and its arguments
     llm: {base_url, model, api_key_env, mode: live|replay, cache, temperature, max_tokens,
           top_p, seed, concurrency, timeout, max_retries, prompts, kinds: [entity, pos],
-          serve}            # serve: 1.5b | 0.5b | a GGUF path: start llama.cpp on loopback
-                            # for the run (live mode) instead of using base_url
+          serve, servers}   # serve: 1.5b | 0.5b | a GGUF path: start llama.cpp on loopback
+                            # for the run (live mode) instead of using base_url; servers: how
+                            # many, each pinned to its share of the cores; base_url may also be
+                            # a list of running servers of the same model
     synthesis: {enabled, min_chars, max_chars, weight, max_per_source, temperature,
                 max_tokens, type_names, pseudo_label: {run_dir | train, batch_size}}
                             # train: a train config (mapping or YAML path); its model and
@@ -78,7 +80,8 @@ DEFAULTS: dict[str, Any] = {
     "k": None, "sample_seed": 42,
     "knowledge": "taggers", "tagger": None, "unknown_entities": "drop",
     "schema": {"rule": "count"},
-    "llm": {"base_url": None, "model": None, "serve": None, "api_key_env": "OPENAI_API_KEY", "mode": "live",
+    "llm": {"base_url": None, "model": None, "serve": None, "servers": 1, "api_key_env": "OPENAI_API_KEY",
+            "mode": "live",
             # 1024: a POS answer for a long Weibo post needs ~1000 tokens (the committed caches
             # are keyed with it, so notebooks and configs that keep the default replay them)
             "cache": None, "temperature": 0.0, "max_tokens": 1024, "top_p": 1.0, "seed": None,
@@ -93,7 +96,7 @@ DEFAULTS: dict[str, Any] = {
 _TYPES: dict[str, tuple] = {
     "dataset": (str,), "train_file": (str,), "dev_file": (str,), "lang": (str,), "k": (int,),
     "tagger": (str,), "schema": (dict, str), "output": (str,),
-    "llm.base_url": (str,), "llm.model": (str,), "llm.serve": (str,), "llm.cache": (str,), "llm.seed": (int,),
+    "llm.base_url": (str, list), "llm.model": (str,), "llm.serve": (str,), "llm.cache": (str,), "llm.seed": (int,),
     "llm.prompts": (str, dict), "llm.temperature": (float, int), "llm.timeout": (float, int),
     "llm.top_p": (float, int),
     "synthesis.max_per_source": (int,), "synthesis.temperature": (float, int),
@@ -163,6 +166,11 @@ def validate_config(raw: dict) -> dict:
         if missing:
             raise ConfigError(f"llm.{' and llm.'.join(missing)} must be set: knowledge "
                               f"{cfg['knowledge']!r}{' with synthesis' if syn['enabled'] else ''} uses the LLM")
+        if llm["servers"] < 1 or (llm["servers"] > 1 and llm["serve"] is None):
+            raise ConfigError(f"llm.servers is {llm['servers']}: it must be >= 1, and more than 1 only "
+                              "with llm.serve (for running servers, list their URLs in llm.base_url)")
+        if isinstance(llm["base_url"], list) and not all(isinstance(u, str) for u in llm["base_url"]):
+            raise ConfigError(f"llm.base_url must be a URL or a list of URLs, got {llm['base_url']!r}")
         if llm["mode"] not in ("live", "replay"):
             raise ConfigError(f"llm.mode must be live or replay, got {llm['mode']!r}")
     if syn["enabled"]:
@@ -254,10 +262,12 @@ class TaggerSource:
         return out, {**st.to_dict(), "normalisation": norm.report()}
 
 
-def _local_server(serve: str, alias: str):
-    from knowfree.knowledge.server import MODELS, LlamaServer, assemble_gguf
+def _local_servers(serve: str, alias: str, n: int) -> list:
+    from knowfree.knowledge.server import MODELS, LlamaServer, assemble_gguf, split_cores
     path = assemble_gguf(serve) if serve in MODELS else _path(serve)
-    return LlamaServer(path, alias=alias)
+    if n == 1:
+        return [LlamaServer(path, alias=alias)]
+    return [LlamaServer(path, alias=alias, cpus=cores) for cores in split_cores(n)]
 
 
 def _rate(n: int, d: int) -> float | None:
@@ -280,21 +290,24 @@ class LLMSource:
         kinds = set(self.kinds) | ({"explain", "describe"} if cfg["synthesis"]["enabled"] else set())
         self.templates = {k: load_template(k, lang, prompts) for k in sorted(kinds)}
         self.cache = ResponseCache(_path(llm["cache"]), llm["mode"])
-        self.server = None
+        self.servers: list = []
         model = llm["model"]
         if llm["serve"] is not None:
             from knowfree.knowledge.server import MODELS
             model = model or MODELS[llm["serve"]].alias
             if llm["mode"] == "live":
-                self.server = _local_server(llm["serve"], model)
+                self.servers = _local_servers(llm["serve"], model, llm["servers"])
 
         def client(base_url):
+            n_urls = len(base_url) if isinstance(base_url, list) else 1
+            # every server needs a worker of its own, whatever concurrency says
             return LLMClient(model, base_url, cache=self.cache, api_key_env=llm["api_key_env"],
-                             concurrency=llm["concurrency"], timeout=float(llm["timeout"]),
-                             max_retries=llm["max_retries"])
+                             concurrency=max(llm["concurrency"], n_urls), timeout=float(llm["timeout"]),
+                             max_retries=llm["max_retries"],
+                             server_label=self.servers[0].label if self.servers else None)
         self._client_for = client
-        # With a local server the client is made once the server has its port (start()).
-        self.client = client(llm["base_url"]) if self.server is None else None
+        # With local servers the client is made once they have their ports (start()).
+        self.client = client(llm["base_url"]) if not self.servers else None
         self.sampling = Sampling(float(llm["temperature"]), llm["max_tokens"], float(llm["top_p"]), llm["seed"])
         syn = cfg["synthesis"]
         temp = syn["temperature"] if syn["temperature"] is not None else llm["temperature"]
@@ -304,18 +317,29 @@ class LLMSource:
 
     def start(self) -> None:
         """Start the local server if the config asks for one, then check the client can work."""
-        if self.server is not None:
-            self.server.start()
-            self.client = self._client_for(self.server.base_url)
+        if self.servers:
+            try:
+                for server in self.servers:
+                    server.start()
+            except BaseException:
+                self.close_servers()
+                raise
+            urls = [s.base_url for s in self.servers]
+            self.client = self._client_for(urls if len(urls) > 1 else urls[0])
         self.client.preflight()
+
+    def close_servers(self) -> None:
+        for server in self.servers:
+            server.stop()
 
     def close(self) -> None:
         self.cache.close()
-        if self.server is not None:
-            self.server.stop()
+        self.close_servers()
 
     def describe(self) -> dict:
-        served = {"served_locally": str(self.server.model_path)} if self.server is not None else {}
+        served = {"served_locally": str(self.servers[0].model_path),
+                  "local_servers": [{"threads": s.n_threads, "cpus": s.cpus} for s in self.servers]
+                  } if self.servers else {}
         return {**self.client.describe(), **served, "sampling": self.sampling.to_dict(),
                 "templates": {k: {"version": t.version, "sha256": t.sha256, "source": t.source}
                               for k, t in self.templates.items()}}

@@ -30,13 +30,13 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from knowfree.errors import DataNotFound, InputError, KnowfreeError
+from knowfree.errors import ConfigError, DataNotFound, InputError, KnowfreeError
 from knowfree.provenance import atomic_write_json, cache_root, sha256_file
 
 
@@ -227,7 +227,8 @@ class LlamaServer:
     """
 
     def __init__(self, model_path: str | Path, port: int | None = None, n_ctx: int = 4096,
-                 n_threads: int | None = None, alias: str | None = None, startup_timeout: float = 180.0):
+                 n_threads: int | None = None, alias: str | None = None, startup_timeout: float = 180.0,
+                 cpus: Sequence[int] | None = None):
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise DataNotFound(f"GGUF model file {self.model_path} does not exist "
@@ -235,7 +236,10 @@ class LlamaServer:
         known = {m.filename: m.alias for m in MODELS.values()}
         self.model = alias or known.get(self.model_path.name, self.model_path.stem)
         self.port, self.n_ctx, self.startup_timeout = port, n_ctx, startup_timeout
-        self.n_threads = n_threads or len(os.sched_getaffinity(0))
+        # ``cpus``: the cores the server is pinned to (see :func:`split_cores`); None leaves it
+        # free to run on any core this process may use.
+        self.cpus = sorted(cpus) if cpus is not None else None
+        self.n_threads = n_threads or len(self.cpus or os.sched_getaffinity(0))
         self.log_path: Path | None = None
         self._proc: subprocess.Popen | None = None
         self._log = None
@@ -267,8 +271,15 @@ class LlamaServer:
         # llama.cpp's OpenMP threads spin while waiting; on a shared, oversubscribed machine that
         # cut generation from 7 to 0.5 tokens/s here. Passive waiting costs little when idle.
         env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ}
+        cpus = self.cpus
+
+        def before_exec() -> None:
+            _die_with_parent()
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
+
         self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      env=env, preexec_fn=_die_with_parent)
+                                      env=env, preexec_fn=before_exec)
         deadline = time.monotonic() + self.startup_timeout
         while True:
             if self._proc.poll() is not None:
@@ -315,6 +326,23 @@ class LlamaServer:
         self.stop()
         if exc_type is None and self.log_path is not None:
             self.log_path.unlink(missing_ok=True)  # kept when something failed: errors quote it
+
+
+def split_cores(n: int, cores: Sequence[int] | None = None) -> list[list[int]]:
+    """The cores this process may use, cut into ``n`` disjoint groups as even as possible, one
+    per server (whether several small servers beat one large one on a machine:
+    benchmarks/bench_llm_servers.py)."""
+    cores = sorted(cores if cores is not None else os.sched_getaffinity(0))
+    if not 1 <= n <= len(cores):
+        raise ConfigError(f"cannot run {n} LLM servers on {len(cores)} cores "
+                          f"(fix: llm.servers between 1 and {len(cores)})")
+    size, extra = divmod(len(cores), n)
+    groups, at = [], 0
+    for i in range(n):
+        step = size + (i < extra)
+        groups.append(cores[at:at + step])
+        at += step
+    return groups
 
 
 def _die_with_parent() -> None:
