@@ -100,6 +100,22 @@ def plan(sweep: dict) -> list[Run]:
     return runs
 
 
+def _knowledge_of(train_file: str | None) -> tuple[str, str]:
+    """(knowledge, llm) of a run's training data: a registered dataset's train split is gold
+    data; an augment output names its source in the stats.json beside it; any other file may
+    hold knowledge of any source."""
+    if train_file is None:
+        return "none", "none"
+    stats_file = Path(train_file).with_name("stats.json")
+    if not stats_file.is_file():
+        return f"as in {train_file}", f"as in {train_file}"
+    from knowfree.knowledge.pipeline import source_name
+    stats = json.loads(stats_file.read_text(encoding="utf-8"))
+    llm = stats["provenance"]["knowledge"].get("llm") or {}
+    syn = " + synthesis" if Path(train_file).name.startswith("syn_") else ""
+    return source_name(stats) + syn, llm.get("model") or "none"
+
+
 def _row(run: Run, folder: Path, status: str) -> dict:
     row = {"run": run.name, "group": run.group, "status": status,
            "overrides": " ".join(run.overrides), "run_dir": str(folder)}
@@ -107,10 +123,7 @@ def _row(run: Run, folder: Path, status: str) -> dict:
     if config_file.is_file():
         cfg = json.loads(config_file.read_text(encoding="utf-8"))
         row.update(k=cfg["data"].get("k"), head=cfg["model"].get("head"), seed=cfg["train"]["seed"])
-        # a registered dataset is gold data; a train file may hold knowledge of any source
-        gold = cfg["data"].get("dataset") is not None
-        row.update(knowledge="none" if gold else f"as in {cfg['data'].get('train_file')}",
-                   llm="none" if gold else f"as in {cfg['data'].get('train_file')}")
+        row.update(zip(("knowledge", "llm"), _knowledge_of(cfg["data"].get("train_file"))))
     metrics_file = folder / "metrics.json"
     epochs_file = folder / "epochs.csv"
     if metrics_file.is_file():

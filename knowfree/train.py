@@ -177,14 +177,20 @@ def validate_config(config: dict) -> dict:
         raise ConfigError(f"config section 'model': {e}") from None
 
     d, t = out["data"], out["train"]
-    if (d["dataset"] is None) == (d["train_file"] is None):
-        raise ConfigError("config needs exactly one of data.dataset (a registry name) and "
-                          "data.train_file (a file with dev_file beside it)")
-    if d["train_file"] is not None and d["dev_file"] is None:
+    if d["dataset"] is None and d["train_file"] is None:
+        raise ConfigError("config needs data.dataset (a registry name) or data.train_file (a file "
+                          "with dev_file beside it), or both (train from the file, dev and test "
+                          "from the dataset)")
+    if d["dataset"] is None and d["dev_file"] is None:
         raise ConfigError("data.dev_file is required with data.train_file: the checkpoint is "
                           "selected on dev, never on test")
     if d["dataset"] is not None and (d["dev_file"] or d["test_file"]):
-        raise ConfigError("data.dev_file / data.test_file go with data.train_file, not data.dataset")
+        raise ConfigError("data.dev_file / data.test_file go with data.train_file, not data.dataset "
+                          "(with both, dev and test come from the dataset)")
+    if d["dataset"] is not None and d["train_file"] is not None and d["k"] is not None:
+        raise ConfigError("data.k draws from the dataset's train split; with data.train_file the "
+                          "file is the training set (fix: k: null; a fusion set of a K-sentence "
+                          "setting already holds just those K sentences)")
     rule = d["extension_weight_rule"]
     rule_name = rule.get("rule") if isinstance(rule, dict) else rule
     if rule_name not in WEIGHT_RULES:
@@ -230,6 +236,9 @@ def load_data(data_cfg: dict) -> tuple[dict[str, list[Sample]], dict, Subset | N
     else:
         splits = {}
         info["source"] = "files"
+    if data_cfg["train_file"] is not None:
+        # With a dataset too: train from the file (an augmented set), dev and test from the dataset.
+        info["source"] = f"{info['source']}+train_file" if data_cfg["dataset"] else "files"
         info["files"] = {}
         for split in ("train", "dev", "test"):
             path = data_cfg[f"{split}_file"]
@@ -456,7 +465,7 @@ def _device(name: str) -> torch.device:
 
 def _default_run_dir(config: dict) -> Path:
     d = config["data"]
-    name = d["dataset"] or Path(d["train_file"]).stem
+    name = "-".join(x for x in (d["dataset"], d["train_file"] and Path(d["train_file"]).stem) if x)
     k = f"k{d['k']}" if d["k"] else "full"
     return (REPO_ROOT / "results" / "runs" /
             f"{name}-{k}-{config['model']['head']}-s{config['train']['seed']}-{config_hash(config)[:8]}")

@@ -270,7 +270,9 @@ def test_long_training_sentences_become_windows_without_losing_spans(toy):
     ({"train": {"warmup": 1.5}}, r"train.warmup.*fraction"),
     ({"model": {"hed": "cnn"}}, r"model.*unknown model config key"),
     ({"model": {"head": "crf"}}, r"model.*head must be one of"),
-    ({"data": {"dataset": "weibo"}}, r"exactly one of data.dataset"),
+    ({"data": {"dataset": "weibo", "dev_file": None}}, r"go with data.train_file, not data.dataset"),
+    ({"data": {"dataset": "weibo", "dev_file": None, "test_file": None, "k": 250}}, r"data.k draws from the dataset"),
+    ({"data": {"train_file": None, "dev_file": None}}, r"needs data.dataset .* or data.train_file"),
     ({"data": {"dev_file": None}}, r"dev_file is required"),
     ({"data": {"extension_weight_rule": "loud"}}, r"extension_weight_rule"),
 ])
@@ -293,6 +295,22 @@ def test_config_file_overrides_and_cli_error(toy, tmp_path, capsys):
     assert "did you mean 'epochs'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="key.sub=value"):
         load_config(path, ["train.epochs"])
+
+
+def test_a_train_file_beside_a_dataset_replaces_only_its_train_split(mirror, tmp_path):
+    from knowfree.data.registry import load_dataset
+    from knowfree.train import load_data
+    gold = load_dataset("weibo")
+    augmented = [s.with_spans([*s.targets(), Span(0, 1, "ext.pos.NOUN")]) for s in gold["train"][:5]]
+    write(augmented, tmp_path / "fusion.jsonl", "jsonl")
+    data = validate_config({"data": {"dataset": "weibo", "train_file": str(tmp_path / "fusion.jsonl")},
+                            "model": {"encoder": "tiny"}})["data"]
+    splits, info, subset = load_data(data)
+    assert subset is None and info["source"] == "dataset:weibo+train_file"
+    assert [(s.tokens, s.spans) for s in splits["train"]] == [(s.tokens, s.spans) for s in augmented]
+    assert [s.id for s in splits["dev"]] == [s.id for s in gold["dev"]]
+    assert [s.id for s in splits["test"]] == [s.id for s in gold["test"]]
+    assert info["files"]["train"]["path"] == str(tmp_path / "fusion.jsonl")
 
 
 @pytest.mark.parametrize("name", ["weibo_k250.yaml", "tiny.yaml"])
