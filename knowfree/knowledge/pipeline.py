@@ -580,6 +580,8 @@ def _pseudo_label_run(cfg: dict, setting: Setting, out_dir: Path, progress: bool
         tcfg = yamlio.load_file(_path(tcfg), "synthesis.pseudo_label.train config")
     # Only the model and how to train it are taken: the data are this setting's fusion set.
     tcfg = {k: copy.deepcopy(v) for k, v in tcfg.items() if k in ("model", "train")}
+    # the model is only used to predict: no resumable checkpoint (~1.4 GB with e5-small) is kept
+    tcfg["output"] = {"keep_last": False}
     tcfg["data"] = {"train_file": str(out_dir / "fusion.jsonl"), "dev_file": str(out_dir / "dev.jsonl"),
                     "format": "jsonl", "schema_file": str(out_dir / "schema.json"),
                     "extension_weight_rule": cfg["schema"]}

@@ -330,8 +330,10 @@ class LlamaServer:
 
 def split_cores(n: int, cores: Sequence[int] | None = None) -> list[list[int]]:
     """The cores this process may use, cut into ``n`` disjoint groups as even as possible, one
-    per server (whether several small servers beat one large one on a machine:
-    benchmarks/bench_llm_servers.py)."""
+    per server. On the 2-core development machine two one-thread servers generated 1.56x the
+    tokens per second of one two-thread server, with identical greedy answers
+    (results/benchmarks/llm_servers.md): one sequence's threads wait for each other after every
+    layer, separate servers never do. Measure other machines with benchmarks/bench_llm_servers.py."""
     cores = sorted(cores if cores is not None else os.sched_getaffinity(0))
     if not 1 <= n <= len(cores):
         raise ConfigError(f"cannot run {n} LLM servers on {len(cores)} cores "
