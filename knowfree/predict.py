@@ -21,6 +21,7 @@ import torch
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
+from knowfree.data import formats
 from knowfree.data.sample import Sample, Span
 from knowfree.data.schema import LabelSchema
 from knowfree.encoder import TokenEncoder
@@ -322,9 +323,23 @@ def cli_main(argv: Sequence[str]) -> int:
     p.add_argument("--output", help="JSONL out, one record per input line (default: stdout)")
     p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     p.add_argument("--lang", help="override the language of the training data (zh, ja, en, ko, ...)")
+    p.add_argument("--tokens", action="store_true",
+                   help="INPUT is a tokenised dataset file (KnowFREE JSONL, or --format): its tokens "
+                        "are kept and OUTPUT is KnowFREE JSONL, which `python -m knowfree eval INPUT "
+                        "OUTPUT` scores")
+    p.add_argument("--format", default="jsonl", help="format of a --tokens input (default jsonl)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(list(argv))
 
+    if args.tokens:
+        if not (args.input and args.output):
+            raise InputError("--tokens needs --input FILE and --output FILE",
+                             fix="python -m knowfree predict RUN --tokens --input test.jsonl --output pred.jsonl")
+        samples = formats.read(args.input, args.format).samples
+        predictor = Predictor.load(args.run_dir, device=args.device)
+        predicted = predictor.predict_samples(samples, batch_size=args.batch_size)
+        formats.write(predicted, args.output, "jsonl")
+        return 0
     if args.input:
         try:
             with open(args.input, encoding="utf-8") as f:

@@ -8,7 +8,7 @@ import pytest
 from torch import nn
 
 from knowfree.__main__ import main as knowfree_main
-from knowfree.data.formats import write
+from knowfree.data.formats import read, write
 from knowfree.data.sample import Sample, Span
 from knowfree.data.schema import LabelSchema
 from knowfree.encoder import build_tiny_encoder
@@ -137,6 +137,18 @@ def test_cli_reads_jsonl_or_plain_lines_and_writes_jsonl(run, tmp_path):
     assert records[0]["id"] == 1 and "id" not in records[1]
     assert [[(d["text"], d["label"]) for d in r["spans"]] for r in records] == \
         [[("赵丽", "PER"), ("巴黎市", "LOC")], [("孙悟空", "PER"), ("东京", "LOC")], []]
+
+
+def test_cli_on_a_token_file_writes_what_eval_scores_as_the_trainer_did(run, tmp_path, capsys):
+    run_dir, metrics, config = run
+    gold, pred = config["data"]["test_file"], tmp_path / "pred.jsonl"
+    assert knowfree_main(["predict", str(run_dir), "--tokens", "--input", gold, "--output", str(pred)]) == 0
+    assert evaluate(read(gold, "jsonl").samples, read(pred, "jsonl").samples).as_dict() == metrics["test"]
+    capsys.readouterr()
+    assert knowfree_main(["eval", gold, str(pred), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["f1"] == metrics["test"]["f1"]
+    assert knowfree_main(["predict", str(run_dir), "--tokens", "--input", gold]) == 1
+    assert "--tokens needs --input FILE and --output FILE" in capsys.readouterr().err
 
 
 def test_cli_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
