@@ -238,6 +238,13 @@ def test_both_sources_give_the_union(data):
     for b, t, l in zip(both.fusion, taggers.fusion, llm.fusion):
         assert set(b.spans) == set(t.spans) | set(l.spans)
     assert set(both.stats["sources"]) == {"taggers", "llm"}
+    # a sweep trained on these files names their knowledge from the stats.json beside them
+    from knowfree.sweep import _knowledge_of
+    assert _knowledge_of(str(data / "out2" / "fusion.jsonl")) == ("taggers:lac", "none")
+    assert _knowledge_of(str(data / "out3" / "fusion.jsonl")) == (f"llm:{MODEL}", MODEL)
+    assert _knowledge_of(str(data / "out" / "syn_fusion.jsonl")) == (f"taggers:lac + llm:{MODEL} + synthesis", MODEL)
+    assert _knowledge_of(None) == ("none", "none")
+    assert _knowledge_of(str(data / "train.jsonl")) == (f"as in {data / 'train.jsonl'}",) * 2
 
 
 # --- synthesis -------------------------------------------------------------------------------

@@ -94,14 +94,3 @@ def test_shipped_sweeps_give_valid_trainer_configs(path):
     for r in runs:
         load_config(REPO_ROOT / sweep["base"], r.overrides)  # raises on a bad key or value
 
-
-def test_knowledge_columns_come_from_the_augment_run_beside_the_train_file(tmp_path):
-    from knowfree.sweep import _knowledge_of
-    assert _knowledge_of(None) == ("none", "none")
-    assert _knowledge_of(str(tmp_path / "mine.jsonl")) == (f"as in {tmp_path / 'mine.jsonl'}",) * 2
-    augment = REPO_ROOT / "results" / "runs" / "augment"
-    assert _knowledge_of(str(augment / "weibo-k250-s42-taggers-lac" / "fusion.jsonl")) == ("taggers:lac", "none")
-    model = "qwen2.5-coder-1.5b-instruct-q4_k_m"
-    assert _knowledge_of(str(augment / "weibo-k250-s42-llm" / "fusion.jsonl")) == (f"llm:{model}", model)
-    assert _knowledge_of(str(augment / "weibo-k250-s42-llm" / "syn_fusion.jsonl")) == \
-        (f"llm:{model} + synthesis", model)
