@@ -35,14 +35,18 @@ def _need_llama_cpp():
         _unavailable("llama-cpp-python is not installed")
 
 
-@pytest.fixture(scope="module")
-def server():
+def need_small_model():
+    """The assembled 0.5B GGUF file, or a skip (a failure under KNOWFREE_REQUIRE_LLM=1)."""
     _need_llama_cpp()
     try:
-        model = assemble_gguf("0.5b")
+        return assemble_gguf("0.5b")
     except DataNotFound as e:
         _unavailable(f"the 0.5B model is not assembled and its parts are missing: {e}")
-    with LlamaServer(model, n_ctx=2048) as running:
+
+
+@pytest.fixture(scope="module")
+def server():
+    with LlamaServer(need_small_model(), n_ctx=2048) as running:
         yield running
 
 
@@ -76,13 +80,8 @@ def test_preflight_names_a_model_the_server_lacks(server):
 
 
 def test_a_pinned_server_runs_on_its_cores_only():
-    _need_llama_cpp()
-    try:
-        model = assemble_gguf("0.5b")
-    except DataNotFound as e:
-        _unavailable(f"the 0.5B model is not assembled and its parts are missing: {e}")
     core = max(os.sched_getaffinity(0))
-    with LlamaServer(model, n_ctx=512, cpus=[core]) as pinned:
+    with LlamaServer(need_small_model(), n_ctx=512, cpus=[core]) as pinned:
         assert pinned.n_threads == 1
         assert os.sched_getaffinity(pinned._proc.pid) == {core}
         assert LLMClient(pinned.model, pinned.base_url).preflight()

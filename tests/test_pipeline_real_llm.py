@@ -6,14 +6,12 @@ Skipped like tests/test_llm_server.py when llama-cpp-python or the model is miss
 KNOWFREE_REQUIRE_LLM=1 (CI).
 """
 import pytest
-from test_llm_server import _need_llama_cpp, _unavailable
+from test_llm_server import need_small_model
 
 from knowfree.data.formats import read, write
 from knowfree.data.sample import Sample, Span
-from knowfree.errors import DataNotFound
 from knowfree.knowledge.normalise import POS_PREFIX, alias_tables
 from knowfree.knowledge.pipeline import augment
-from knowfree.knowledge.server import assemble_gguf
 
 # (tokens, gold spans) per language, tokenised as the datasets are: Japanese by character,
 # Korean by morpheme (KMOU).
@@ -32,11 +30,7 @@ def _samples(lang, rows, prefix):
 
 @pytest.fixture(scope="module")
 def model():
-    _need_llama_cpp()
-    try:
-        return assemble_gguf("0.5b")
-    except DataNotFound as e:
-        _unavailable(f"the 0.5B model is not assembled and its parts are missing: {e}")
+    return need_small_model()
 
 
 @pytest.mark.parametrize("lang", ["ja", "ko"])
