@@ -178,7 +178,8 @@ def augment(setting: Setting, P: Mapping[str, Any], work_dir: Path, seed: int,
         llm = {"model": P["llm"], "cache": llm_cache_dir(P, setting),
                "mode": "replay" if P["llm_replay"] else "live"}
         if not P["llm_replay"]:
-            llm.update({"base_url": P["llm_base_url"]} if P["llm_base_url"] else {"serve": "1.5b"})
+            llm.update({"base_url": P["llm_base_url"]} if P["llm_base_url"]
+                       else {"serve": "1.5b", "servers": P["llm_servers"]})
         cfg["llm"] = llm
         if P["synthesis"]:
             pseudo = train_config(setting, setting.file("train"), "knowfree", True, seed=seed, P=P)

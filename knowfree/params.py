@@ -83,6 +83,10 @@ KEYS: dict[str, Key] = {
                               "a missing answer is an error that lists it"),
     "llm_base_url": Key("str", "OpenAI-compatible server for live requests; '' starts the "
                                "offline llama.cpp model here"),
+    "llm_servers": Key("int", "with llm_base_url '': how many local llama.cpp servers to start, each "
+                              "pinned to its share of the cores (on 2 cores, 2 one-thread servers "
+                              "gave 1.56x the tokens/s of one: results/benchmarks/llm_servers.md)",
+                       minimum=1),
     "llm_cache": Key("str", "response cache folder; '' means data/cache/llm/<dataset>-k<k>-s<sample_seed>"),
     "synthesis": Key("bool", "with llm or both knowledge, also synthesise explanation sentences "
                              "(syn_fusion); false: label extension only"),
@@ -101,7 +105,7 @@ KEYS: dict[str, Key] = {
 
 _WHERE = ("run_name", "results_dir")
 _DATA = ("dataset", "k", "sample_seed", "max_len")
-_KNOW = ("knowledge", "llm", "llm_replay", "llm_base_url", "llm_cache", "synthesis")
+_KNOW = ("knowledge", "llm", "llm_replay", "llm_base_url", "llm_servers", "llm_cache", "synthesis")
 _TRAIN = ("encoder", "eval_limit", "epochs", "batch_size", "encoder_lr", "head_lr", "threads",
           "eval_every")
 _GRID = ("ks", "sample_seed", "seeds", "max_len", "variants")
