@@ -117,7 +117,7 @@ class LLMClient:
         taking them in turn, so ``concurrency`` should be at least the number of servers.
 
         ``server_label`` is what the cache records as the server of each answer (default: the
-        base URL); :attr:`LlamaServer.label` names the llama.cpp build and model file.
+        URL that answered it); :attr:`LlamaServer.label` names the llama.cpp build and model file.
 
         The key is read from the environment variable ``api_key_env``; a server on loopback
         gets a placeholder when it is unset, since a local llama.cpp server accepts any key.
