@@ -130,3 +130,20 @@ def test_key_covers_model_template_prompt_and_sampling_only():
         assert other != base
     client = LLMClient("m", "http://127.0.0.1:9/v1")
     assert client.key(Request("entity", "entity.zh.1", msgs, meta={"id": 1})) == base
+
+
+def test_progress_callback_counts_every_request(tmp_path):
+    # A resumed run's progress bar has one tick per request: cached answers tick at once,
+    # a request asked twice ticks twice, so the bar reaches its total.
+    with FakeOpenAI() as server:
+        with ResponseCache(tmp_path) as cache:
+            LLMClient(MODEL, server.base_url, cache=cache).complete_many(requests(3))
+        reqs = requests(5) + requests(5)[4:]
+        seen = []
+        with ResponseCache(tmp_path) as cache:
+            client = LLMClient(MODEL, server.base_url, cache=cache, concurrency=2)
+            client.complete_many(reqs, on_result=seen.append)
+        assert len(server.prompts) == 3 + 2
+    assert len(seen) == len(reqs) == 6
+    assert [r.cached for r in seen[:3]] == [True] * 3 and not any(r.cached for r in seen[3:])
+    assert sorted(r.text for r in seen[3:]) == ["answer to sentence 3"] + ["answer to sentence 4"] * 2

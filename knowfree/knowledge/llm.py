@@ -252,8 +252,9 @@ class LLMClient:
                       ) -> list[Response | Failure]:
         """One result per request, in order; cached answers first, the rest asked concurrently.
 
-        Identical requests are asked once. ``on_result`` is called (in this thread) as each
-        answer arrives, after it is in the cache: use it for progress bars.
+        Identical requests are asked once. ``on_result`` is called (in this thread) once per
+        request: first for every cached answer, then as each asked answer arrives, after it is
+        in the cache. Use it for progress bars, which then reach their total.
         With a replay cache, missing answers raise :class:`CacheMissError` before anything runs.
         """
         start = time.monotonic()
@@ -266,6 +267,8 @@ class LLMClient:
                 results[i] = Response(key, req, entry["text"], entry["model"], entry.get("prompt_tokens") or 0,
                                       entry.get("completion_tokens") or 0, entry.get("finish_reason"), cached=True)
                 self.usage.cache_hits += 1
+                if on_result is not None:
+                    on_result(results[i])
             else:
                 todo.setdefault(key, []).append(i)
         if todo and self.cache is not None and self.cache.mode == "replay":
@@ -281,8 +284,8 @@ class LLMClient:
                     result = fut.result()
                     for i in todo[futures[fut]]:
                         results[i] = result
-                    if on_result is not None:
-                        on_result(result)
+                        if on_result is not None:
+                            on_result(result)
             finally:
                 # On an interrupt, do not wait for queued requests; running ones finish or
                 # time out in the background and their answers still reach the cache.
