@@ -1,4 +1,5 @@
 """Readers, writers and tag conversions: round trips, repairs, and every kind of bad input."""
+import gzip
 import importlib.util
 import json
 import random
@@ -160,6 +161,21 @@ def test_jsonl_round_trip_keeps_nested_spans_and_flags(tmp_path):
     assert back.report.overlapping_spans == 3
     write(back.samples, tmp_path / "b.jsonl", "jsonl")
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+
+
+def test_gzip_files_read_back_equal_and_write_deterministically(tmp_path):
+    samples = [Sample(list("北京大学"), [Span(0, 2, "LOC"), Span(0, 4, "ext.ent.ORG")], "s-0", weight=0.5)]
+    for fmt in ("jsonl", "conll"):
+        write(samples, tmp_path / f"a.{fmt}", fmt)
+        write(samples, tmp_path / f"a.{fmt}.gz", fmt)
+        plain, packed = (tmp_path / f"a.{fmt}").read_bytes(), (tmp_path / f"a.{fmt}.gz").read_bytes()
+        assert packed[:2] == b"\x1f\x8b" and gzip.decompress(packed) == plain
+        write(samples, tmp_path / f"b.{fmt}.gz", fmt)
+        assert (tmp_path / f"b.{fmt}.gz").read_bytes() == packed  # no timestamp inside
+        assert read(tmp_path / f"a.{fmt}.gz", fmt).samples == read(tmp_path / f"a.{fmt}", fmt).samples
+    (tmp_path / "cut.jsonl.gz").write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(InputError, match="gzip data is damaged"):
+        read(tmp_path / "cut.jsonl.gz", "jsonl")
 
 
 def test_stockmark_round_trip_and_word_offsets(tmp_path):

@@ -59,6 +59,9 @@ reports the file's in ``report.newline``), ``position_digit`` (needs ``meta["seg
 ``include_extensions``; ``stockmark`` takes ``include_extensions``. Reading a file and writing
 it back with the same format and options gives the same bytes, unless the report shows repairs.
 
+Any format may be gzip-compressed: a path ending in ``.gz`` is written compressed (level 9,
+no timestamp, so equal content gives equal bytes) and gzip data is recognised when read.
+
 Flat formats (the tag schemes, KMOU) cannot hold nested or crossing spans. ``spans_to_tags``
 raises InputError on overlapping spans by default; with ``on_overlap="drop"`` it keeps spans
 by earliest start, longest first, and returns the rest, which ``write`` counts in its report.
@@ -71,6 +74,7 @@ an empty file, a span outside its sentence, bytes that are not UTF-8.
 """
 from __future__ import annotations
 
+import gzip
 import inspect
 import json
 import re
@@ -81,7 +85,7 @@ from typing import Any, Iterable, NamedTuple, Sequence
 
 from knowfree.data.sample import Sample, Span
 from knowfree.errors import InputError
-from knowfree.provenance import atomic_write_text
+from knowfree.provenance import atomic_write_bytes, atomic_write_text
 
 SCHEMES = {"BIO": "BIO", "IOB2": "BIO", "BIOES": "BIOES", "IOBES": "BIOES", "BMES": "BMES"}
 # Role of each tag prefix per scheme: begin, inside, end, single, outside.
@@ -353,7 +357,8 @@ def read(path: str | Path, fmt: str, **opts: Any) -> ReadResult:
     crlf = text.count("\r\n")
     if crlf > text.count("\n") - crlf:
         report.newline = "\r\n"
-    opts.setdefault("id_prefix", path.name)
+    # a compressed copy names its sentences as the plain file does
+    opts.setdefault("id_prefix", path.name.removesuffix(".gz"))
     if fmt in _CONLL_PRESETS:
         opts = {**_CONLL_PRESETS[fmt], **opts}
     reader = _READERS.get(fmt, _read_conll)
@@ -378,7 +383,10 @@ def write(samples: Sequence[Sample], path: str | Path, fmt: str, **opts: Any) ->
     writer = _WRITERS.get(fmt, _write_conll)
     _check_options(fmt, opts, writer)
     text = writer(samples, report, **opts)
-    atomic_write_text(path, text)
+    if str(path).endswith(".gz"):
+        atomic_write_bytes(path, gzip.compress(text.encode("utf-8"), 9, mtime=0))
+    else:
+        atomic_write_text(path, text)
     report.sentences = len(samples)
     return report
 
@@ -402,6 +410,12 @@ def _read_text(path: Path) -> str:
         raise InputError("file not found", str(path), "check the path") from None
     except OSError as e:
         raise InputError(f"cannot read the file: {e.strerror}", str(path)) from None
+    if data.startswith(b"\x1f\x8b"):
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:
+            raise InputError(f"the gzip data is damaged ({e})", str(path),
+                             "re-create or re-download the file (`gzip -t FILE` checks it)") from None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]  # a UTF-8 byte-order mark carries no content
     try:
