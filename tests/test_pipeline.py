@@ -15,7 +15,8 @@ from knowfree.data.schema import LabelSchema
 from knowfree.errors import ConfigError, InputError
 from knowfree.knowledge.cache import CacheMissError
 from knowfree.knowledge.llm import PreflightError
-from knowfree.knowledge.pipeline import augment, knowledge_source_table, validate_config
+from knowfree.knowledge.pipeline import _portable, augment, knowledge_source_table, pack, validate_config
+from knowfree.provenance import REPO_ROOT, cache_root
 from knowfree.knowledge.prompts import load_template
 
 MODEL = "scripted-model"
@@ -282,6 +283,27 @@ def test_synthesis_pseudo_labels_with_a_model_of_this_setting(data, tiny_encoder
     assert st["synthetic_per_source"] == pytest.approx(len(synthetic) / len(TRAIN))
     assert st["pseudo_label"]["trained_here"] and st["pseudo_label"]["run_training"]["train_file_sha256"]
     assert (out / "syn_schema.json").is_file() and (out / "dev.jsonl").is_file()
+    assert 0 <= st["pseudo_label"]["model_dev"]["f1"] <= 1
+
+    # The packed copy: the same samples from gzip, the stats and table rows unchanged.
+    packed = pack(out, data / "packed")
+    assert set(packed["files"]) == {"fusion.jsonl.gz", "syn_fusion.jsonl.gz", "schema.json", "syn_schema.json",
+                                    "pseudo_label_metrics.json", "pseudo_label_epochs.csv"}
+    assert read_jsonl(data / "packed" / "syn_fusion.jsonl.gz") == syn_fusion
+    assert read_jsonl(data / "packed" / "fusion.jsonl.gz") == result.fusion
+    [row] = knowledge_source_table([data / "packed" / "stats.json"]).to_dict("records")
+    assert row == knowledge_source_table([out / "stats.json"]).to_dict("records")[0]
+    assert row["knowledge_source"] == "taggers:lac + synthesis"
+    assert row["synthetic_sentences"] == len(synthetic) and row["synthetic_per_source"] > 0
+    assert row["synthetic_target_spans_per_sentence"] == round(sum(len(s.targets()) for s in synthetic) / len(synthetic), 4)
+
+
+def test_pack_refuses_an_unfinished_run_and_writes_portable_paths(data, tmp_path):
+    with pytest.raises(InputError, match="has not finished"):
+        pack(data, data / "packed")
+    repo_path, cached = str(REPO_ROOT / "results" / "x.jsonl"), str(cache_root() / "gguf" / "m.gguf")
+    assert _portable({"a": [repo_path, cached, "/elsewhere/f"], "b": 3}) == {
+        "a": ["results/x.jsonl", "$KNOWFREE_CACHE/gguf/m.gguf", "/elsewhere/f"], "b": 3}
 
 
 def test_synthesis_refuses_a_model_from_another_setting(data):

@@ -19,6 +19,9 @@ finished run)::
     syn_schema.json     its label schema
     stats.json          counts, rates, timings and provenance
 
+``python -m knowfree augment pack RUN_DIR`` copies a finished run's sets (gzip), schemas and
+stats into results/augment/NAME, the compact form that is committed behind a result.
+
 Resuming: LLM answers come from the response cache (a rerun asks only for what is missing,
 and failed requests are asked again); the pseudo-label trainer resumes its own run folder;
 everything else is recomputed, which is cheap. Relative paths in a config are relative to the
@@ -68,8 +71,9 @@ from knowfree.errors import ConfigError, InputError, KnowfreeError
 from knowfree.knowledge import align
 from knowfree.knowledge.normalise import (SEG_WORD, UNKNOWN_ENTITY_POLICIES, Normaliser, alias_tables,
                                           wants_segment)
-from knowfree.provenance import (REPO_ROOT, atomic_write_json, atomic_write_text, git_commit, hash_json,
-                                 hash_samples, sha256_file)
+from knowfree.provenance import (REPO_ROOT, atomic_write_bytes, atomic_write_json, atomic_write_text,
+                                 cache_root, git_commit, hash_json, hash_samples, sha256_bytes,
+                                 sha256_file)
 
 KNOWLEDGE = ("llm", "taggers", "both")
 LLM_KINDS = ("entity", "pos")
@@ -552,12 +556,14 @@ def synthesise(cfg: dict, setting: Setting, knowledge: Knowledge, fusion: list[S
     synthetic = pseudo_label(predictor, synthetic, syn["pseudo_label"]["batch_size"]) if synthetic else []
     timings["pseudo_label"] = time.perf_counter() - t0
     pseudo = Counter(t.label for x in synthetic for t in x.targets())
+    model_dev = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("dev") or {}
     return synthetic, {
         "requests": len(requests), "by_kind": dict(kinds), "cache_hits": cached, "failed_requests": failed,
         "sampling": llm.synth_sampling.to_dict(),
         "split": synthesiser.stats.to_dict(),
         "extension": ext_stats,
         "pseudo_label": {"run_dir": str(run_dir), "trained_here": trained, "run_training": fp,
+                         "model_dev": {k: model_dev.get(k) for k in ("f1", "precision", "recall")},
                          "spans": sum(pseudo.values()), "labels": dict(sorted(pseudo.items())),
                          "sentences_with_targets": sum(1 for x in synthetic if x.targets())},
         "seconds": {k: round(v, 3) for k, v in timings.items()},
@@ -721,6 +727,8 @@ def source_name(stats: dict) -> str:
         parts.append(f"taggers:{src['tagger']['tagger']}")
     if "llm" in stats["sources"]:
         parts.append(f"llm:{src['llm']['model']}")
+    if stats.get("synthesis"):
+        parts.append("synthesis")
     return " + ".join(parts)
 
 
@@ -756,16 +764,25 @@ def knowledge_source_table(stats_files: Iterable[str | Path]):
             "hallucination_rate": llm["hallucination_rate"] if llm else "n/a",
             "pos_coverage": (llm or tag or {}).get("pos_coverage"),
             "synthetic_per_source": syn["synthetic_per_source"] if syn else "n/a",
+            "synthetic_sentences": syn["synthetic"]["sentences"] if syn else "n/a",
+            # what the pseudo-label model put on the synthetic sentences, and how good it was
+            "synthetic_target_spans_per_sentence": (round(syn["synthetic"]["target_spans"] / syn["synthetic"]["sentences"], 4)
+                                                    if syn and syn["synthetic"]["sentences"] else "n/a"),
+            "synthetic_ext_spans_per_sentence": syn["synthetic"]["ext_spans_per_sentence"] if syn else "n/a",
+            "pseudo_label_model_dev_f1": ((syn["pseudo_label"].get("model_dev") or {}).get("f1", "n/a")
+                                          if syn else "n/a"),
             "knowledge_seconds": st["seconds"].get("knowledge"),
             "git_commit": prov["git_commit"], "knowledge_code_hash": prov.get("knowledge_code_hash"),
             "data_hash": data_hash,
             "subset_hash": st["setting"]["content_hash"], "tool_versions": "; ".join(versions),
         })
     df = pd.DataFrame(rows)
-    fam_cols = sorted(c for c in df.columns if c.endswith("_per_sentence") and c != "ext_spans_per_sentence")
+    fam_cols = sorted(c for c in df.columns
+                      if c.endswith("_per_sentence") and not c.startswith(("ext_spans_", "synthetic_")))
     order = ["knowledge_source", "dataset", "k", "sample_seed", "sentences", "ext_spans_per_sentence",
              *fam_cols, "label_inventory_size", "parse_failure_rate", "hallucination_rate", "pos_coverage",
-             "synthetic_per_source", "knowledge_seconds", "git_commit", "knowledge_code_hash", "data_hash", "subset_hash",
+             "synthetic_per_source", "synthetic_sentences", "synthetic_target_spans_per_sentence",
+             "synthetic_ext_spans_per_sentence", "pseudo_label_model_dev_f1", "knowledge_seconds", "git_commit", "knowledge_code_hash", "data_hash", "subset_hash",
              "tool_versions"]
     return df[[c for c in order if c in df.columns]]
 
@@ -781,13 +798,95 @@ def write_knowledge_source_table(stats_files: Iterable[str | Path], stem: str | 
     note = ("What each knowledge source added to the same training setting. Rows come from the "
             "augment runs' stats.json (`knowfree.knowledge.pipeline.knowledge_source_table`); "
             "parse and hallucination rates are n/a for taggers, which parse nothing and invent "
-            "no strings; synthetic sentences need the LLM source with synthesis on.\n\n")
+            "no strings; the synthetic_* columns need the LLM source with synthesis on "
+            "(target spans of synthetic sentences are the pseudo-label model's predictions; "
+            "pseudo_label_model_dev_f1 is that model's dev F1, trained on this setting's "
+            "fusion set only).\n\n")
     atomic_write_text(stem.with_suffix(".md"), "# Knowledge sources\n\n" + note + to_markdown(df))
     return df
 
 
+# -- packing a run for the repository -----------------------------------------------------
+
+# What `augment pack` keeps of a run folder: the training sets (gzip), their schemas, the stats,
+# and the pseudo-label model's metrics and learning curve (its weights are ~470 MB).
+PACKED_SETS = ("fusion.jsonl", "syn_fusion.jsonl")
+PACKED_FILES = ("schema.json", "syn_schema.json", "pseudo_label_run/metrics.json",
+                "pseudo_label_run/epochs.csv")
+
+
+def _portable(obj: Any) -> Any:
+    """``obj`` with absolute paths under the repository or the knowfree cache written relative
+    to them (``$KNOWFREE_CACHE`` defaults to ~/.cache/knowfree), so a committed file names no
+    machine."""
+    if isinstance(obj, dict):
+        return {k: _portable(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_portable(v) for v in obj]
+    if isinstance(obj, str) and obj.startswith("/"):
+        for root, shown in ((REPO_ROOT, None), (cache_root(), "$KNOWFREE_CACHE")):
+            try:
+                rel = Path(obj).relative_to(root)
+            except ValueError:
+                continue
+            return str(rel) if shown is None else f"{shown}/{rel}"
+    return obj
+
+
+def pack(run_dir: str | Path, dest: str | Path) -> dict:
+    """Copy the commit-sized part of a finished augment run into ``dest`` (see PACKED_*).
+
+    The sets are written as ``.jsonl.gz`` (deterministic bytes) and the trainer reads them as
+    they are; stats.json keeps its content with paths made portable and gains a ``packed``
+    entry naming each file's source and the sha256 of its uncompressed bytes. Returns that
+    entry.
+    """
+    import gzip
+    import shutil
+
+    run_dir, dest = _path(run_dir), _path(dest)
+    stats_file = run_dir / "stats.json"
+    if not stats_file.is_file():
+        raise InputError("no stats.json: the augment run has not finished (stats.json is written last)",
+                         str(run_dir), "rerun `python -m knowfree augment CONFIG` until it completes")
+    stats = json.loads(stats_file.read_text(encoding="utf-8"))
+    if not stats.get("complete"):
+        raise InputError(f"the augment run is incomplete ({stats.get('failed_requests')} failed LLM requests)",
+                         str(run_dir), "rerun the same augment command; it asks only for the missing answers")
+    packed = {"from": _portable(str(run_dir)), "files": {}}
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PACKED_SETS:
+        src = run_dir / name
+        if src.is_file():
+            data = src.read_bytes()
+            atomic_write_bytes(dest / f"{name}.gz", gzip.compress(data, 9, mtime=0))
+            packed["files"][f"{name}.gz"] = {"sha256_uncompressed": sha256_bytes(data), "bytes": len(data)}
+    for name in PACKED_FILES:
+        src = run_dir / name
+        if src.is_file():
+            target = dest / name.replace("pseudo_label_run/", "pseudo_label_")
+            if src.suffix == ".json":
+                atomic_write_json(target, _portable(json.loads(src.read_text(encoding="utf-8"))))
+            else:
+                shutil.copyfile(src, target)
+            packed["files"][target.name] = {"sha256": sha256_file(src)}
+    atomic_write_json(dest / "stats.json", {**_portable(stats), "packed": packed})
+    return packed
+
+
 def cli_main(argv: Sequence[str]) -> int:
     argv = list(argv)
+    if argv and argv[0] == "pack":
+        p = argparse.ArgumentParser(prog="python -m knowfree augment pack",
+                                    description="Copy a finished augment run's training sets (gzip), schemas "
+                                                "and stats into a folder meant to be committed.")
+        p.add_argument("run_dir", help="augment output folder (results/runs/augment/NAME)")
+        p.add_argument("--dest", help="target folder (default results/augment/NAME)")
+        args = p.parse_args(argv[1:])
+        dest = args.dest or REPO_ROOT / "results" / "augment" / _path(args.run_dir).name
+        packed = pack(args.run_dir, dest)
+        print(f"packed {len(packed['files'])} files into {_portable(str(_path(dest)))}")
+        return 0
     if argv and argv[0] == "table":
         p = argparse.ArgumentParser(prog="python -m knowfree augment table",
                                     description="Compare knowledge sources from augment stats.json files.")
