@@ -189,7 +189,9 @@ def record_run(results_dir: Path, run_name: str, info: Mapping[str, Any]) -> Non
 
 # Files under results/ that other commands than the notebooks write: path prefix -> command.
 OTHER_PRODUCERS = {
-    "tables/knowledge_sources.": "python -m knowfree augment table <stats.json of augment runs>",
+    "tables/knowledge_sources.": "python -m knowfree augment table results/augment/weibo-k250-s42-*/stats.json",
+    "augment/": "python -m knowfree augment CONFIG, then python -m knowfree augment pack RUN_DIR "
+                "(the config is in the stats.json there)",
     "benchmarks/": "a script in benchmarks/ (see its header)",
     "tables/quality_weibo.": "python -m knowfree sweep configs/sweeps/weibo_quality.yaml "
                              "--out results/sweeps/weibo_quality --jobs 20 "
@@ -210,6 +212,9 @@ every `python -m knowfree reproduce` run: do not edit by hand.
   provenance: {provenance}.
 - `figures/<run>.<notebook>_<name>.png`.
 - `index.json`: which notebook and run wrote each file, and the command of each run.
+- `augment/<run>/`: packed outputs of `python -m knowfree augment` behind committed results
+  (`augment pack`): fusion / syn_fusion sets as gzip JSONL, schemas, `stats.json` with the
+  config and provenance.
 - `sweeps/<sweep>/`: run folders of `python -m knowfree sweep` (configs, per-epoch scores,
   metrics; no weights) and their `summary.csv`.
 - `runs/<run>/` (ignored by git): the executed notebooks with all their outputs, `run.json`
@@ -235,6 +240,7 @@ def write_readme(results_dir: Path) -> Path:
     # a sweep folder holds one small folder per run; its summary stands for them
     present += sorted(p.relative_to(results_dir).as_posix()
                       for p in (results_dir / "sweeps").glob("*/summary.csv"))
+    present += sorted(p.relative_to(results_dir).as_posix() for p in (results_dir / "augment").glob("*/stats.json"))
     lines = [_README_HEAD.format(provenance=", ".join(f"`{c}`" for c in PROVENANCE))]
     runs = index["runs"]
     if runs:

@@ -112,8 +112,7 @@ def _knowledge_of(train_file: str | None) -> tuple[str, str]:
     from knowfree.knowledge.pipeline import source_name
     stats = json.loads(stats_file.read_text(encoding="utf-8"))
     llm = stats["provenance"]["knowledge"].get("llm") or {}
-    syn = " + synthesis" if Path(train_file).name.startswith("syn_") else ""
-    return source_name(stats) + syn, llm.get("model") or "none"
+    return source_name(stats, Path(train_file).name.startswith("syn_")), llm.get("model") or "none"
 
 
 def _row(run: Run, folder: Path, status: str) -> dict:

@@ -69,8 +69,11 @@ def test_readme_indexes_files_and_commands(tmp_path, runs):
     rec.figure(fig, "curve")
     res = tmp_path / "res"
     (res / "tables" / "stray.csv").write_text("a\n1\n")
+    (res / "augment" / "r").mkdir(parents=True)
+    (res / "augment" / "r" / "stats.json").write_text("{}")
     text = results.write_readme(res).read_text(encoding="utf-8")
     assert "[tables/t.scores.csv]" in text and "notebook 03_training run by hand" in text
+    assert "[augment/r/stats.json]" in text and "augment pack RUN_DIR" in text
     assert "[figures/t.curve.png]" in text and "stray.csv" in text
     assert "unknown: not written through knowfree.results" in text
     results.record_run(res, "t", {"command": "python -m knowfree reproduce --params p.yaml",

@@ -719,15 +719,17 @@ def augment(config: dict, progress: bool = False) -> AugmentResult:
 # -- the results table -------------------------------------------------------------------
 
 
-def source_name(stats: dict) -> str:
-    """A row label for a run's knowledge, e.g. 'taggers:lac + llm:qwen2.5-coder-1.5b'."""
+def source_name(stats: dict, synthesis: bool | None = None) -> str:
+    """A row label for a run's knowledge, e.g. 'taggers:lac + llm:qwen2.5-coder-1.5b'; ends in
+    ' + synthesis' when the run made synthetic sentences (or as ``synthesis`` says, for a
+    training set of such a run: its fusion.jsonl has none)."""
     src = stats["provenance"]["knowledge"]
     parts = []
     if src.get("tagger") and "taggers" in stats["sources"]:
         parts.append(f"taggers:{src['tagger']['tagger']}")
     if "llm" in stats["sources"]:
         parts.append(f"llm:{src['llm']['model']}")
-    if stats.get("synthesis"):
+    if bool(stats.get("synthesis")) if synthesis is None else synthesis:
         parts.append("synthesis")
     return " + ".join(parts)
 
