@@ -10,7 +10,7 @@ import yaml
 from knowfree import yamlio
 from knowfree.errors import ConfigError
 from knowfree.provenance import REPO_ROOT
-from knowfree.sweep import cli_main, plan
+from knowfree.sweep import _knowledge_of, cli_main, plan
 from knowfree.train import load_config, train
 
 from test_train import toy, toy_config  # noqa: F401  (the fixture is used by name)
@@ -92,5 +92,11 @@ def test_shipped_sweeps_give_valid_trainer_configs(path):
     sweep = yamlio.load_file(path, "sweep")
     runs = plan(sweep)
     for r in runs:
-        load_config(REPO_ROOT / sweep["base"], r.overrides)  # raises on a bad key or value
+        cfg = load_config(REPO_ROOT / sweep["base"], r.overrides)  # raises on a bad key or value
+        train_file = cfg["data"]["train_file"]
+        if train_file is not None:
+            # a training set a shipped sweep names is committed, with the stats naming its source
+            assert (REPO_ROOT / train_file).is_file(), f"{r.name}: {train_file} is not in the repository"
+            knowledge, _ = _knowledge_of(str(REPO_ROOT / train_file))
+            assert not knowledge.startswith("as in"), f"{r.name}: no stats.json beside {train_file}"
 

@@ -3,7 +3,7 @@
 # the encoder, starts CUDA MPS so that many small runs share the GPU, checks one tiny run, runs
 # the sweep with a deadline, and leaves everything but weights in $OUT/runs.tgz.
 #   bash scripts/gpu/sweep.sh ENCODER SWEEP.yaml [sweep args: --jobs N --deadline S --only G ...]
-# e.g. bash scripts/gpu/sweep.sh e5-weibo configs/sweeps/knowledge_weibo_k250.yaml --jobs 9 --deadline 420
+# e.g. bash scripts/gpu/sweep.sh e5-weibo configs/sweeps/knowledge_weibo_k250.yaml --jobs 12 --deadline 420
 # Back here: tar -xzf runs.tgz -C results/sweeps/ (the folder is named after the sweep file), then
 # python -m knowfree sweep SWEEP.yaml --out results/sweeps/NAME --collect --table results/tables/NAME
 set -uo pipefail
