@@ -197,6 +197,9 @@ def test_llm_source_live_then_replay_with_zero_requests(data):
     assert replay.stats["llm_usage"]["http_requests"] == 0
     assert replay.stats["sources"]["llm"]["cache_hits"] == 2 * len(TRAIN)
     assert replay.fusion == live.fusion
+    (data / "live.json").write_text(json.dumps(live.stats))
+    df = knowledge_source_table([data / "live.json", replay.output / "stats.json"])
+    assert list(df["llm_mode"]) == ["live", "replay"] and list(df["llm_http_requests"]) == [2 * len(TRAIN), 0]
     # the raw answers behind the fusion set are kept for the notebook inspector, replay or not
     answers = [json.loads(l) for l in (replay.output / "answers.jsonl").read_text().splitlines()]
     assert sorted((a["id"], a["kind"]) for a in answers) == sorted(

@@ -774,6 +774,9 @@ def knowledge_source_table(stats_files: Iterable[str | Path]):
             "pseudo_label_model_dev_f1": ((syn["pseudo_label"].get("model_dev") or {}).get("f1", "n/a")
                                           if syn else "n/a"),
             "knowledge_seconds": st["seconds"].get("knowledge"),
+            # a replayed run reads every answer from the cache: its seconds are not the LLM's cost
+            "llm_mode": prov["config"]["llm"]["mode"] if llm else "n/a",
+            "llm_http_requests": (st.get("llm_usage") or {}).get("http_requests", "n/a") if llm else "n/a",
             "git_commit": prov["git_commit"], "knowledge_code_hash": prov.get("knowledge_code_hash"),
             "data_hash": data_hash,
             "subset_hash": st["setting"]["content_hash"], "tool_versions": "; ".join(versions),
@@ -784,7 +787,7 @@ def knowledge_source_table(stats_files: Iterable[str | Path]):
     order = ["knowledge_source", "dataset", "k", "sample_seed", "sentences", "ext_spans_per_sentence",
              *fam_cols, "label_inventory_size", "parse_failure_rate", "hallucination_rate", "pos_coverage",
              "synthetic_per_source", "synthetic_sentences", "synthetic_target_spans_per_sentence",
-             "synthetic_ext_spans_per_sentence", "pseudo_label_model_dev_f1", "knowledge_seconds", "git_commit", "knowledge_code_hash", "data_hash", "subset_hash",
+             "synthetic_ext_spans_per_sentence", "pseudo_label_model_dev_f1", "knowledge_seconds", "llm_mode", "llm_http_requests", "git_commit", "knowledge_code_hash", "data_hash", "subset_hash",
              "tool_versions"]
     return df[[c for c in order if c in df.columns]]
 
