@@ -201,6 +201,10 @@ OTHER_PRODUCERS = {
                                    "--out results/sweeps/encoders_weibo_k250 "
                                    "--table results/tables/encoders_weibo_k250 (2 CPU cores)",
     "sweeps/encoders_weibo_k250/": "the same sweep",
+    "tables/knowledge_weibo_k250_cpu.": "python -m knowfree sweep configs/sweeps/knowledge_weibo_k250_cpu.yaml "
+                                        "--out results/sweeps/knowledge_weibo_k250_cpu --jobs 2 "
+                                        "--table results/tables/knowledge_weibo_k250_cpu (2 CPU cores)",
+    "sweeps/knowledge_weibo_k250_cpu/": "the same sweep",
 }
 
 _README_HEAD = """# Results
