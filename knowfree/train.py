@@ -495,6 +495,9 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None) -> dic
     t = config["train"]
     run = RunDir(Path(run_dir or config["output"]["run_dir"] or _default_run_dir(config)))
     chash = config_hash(config)
+    # taken now, not when the run ends: the code that trains is the code imported at the start,
+    # and edits made while a long run goes on must not mark it '+dirty'
+    commit = git_commit()
     device = _device(t["device"])
 
     splits, data_info, subset = load_data(config["data"])
@@ -630,7 +633,7 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None) -> dic
         "seconds_per_epoch": sum(r["seconds"] for r in history) / len(history),
         "train_seconds_per_epoch": sum(r["train_seconds"] for r in history) / len(history),
         "wall_seconds": time.time() - wall0,
-        "config_hash": chash, "git_commit": git_commit(),
+        "config_hash": chash, "git_commit": commit,
         "data": data_info, "encoder": model.encoder.spec(),
         "n_train": len(splits["train"]), "n_train_inputs": len(train_samples),
         "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
