@@ -768,8 +768,9 @@ def knowledge_source_table(stats_files: Iterable[str | Path]):
             "synthetic_per_source": syn["synthetic_per_source"] if syn else "n/a",
             "synthetic_sentences": syn["synthetic"]["sentences"] if syn else "n/a",
             # what the pseudo-label model put on the synthetic sentences, and how good it was
-            "synthetic_target_spans_per_sentence": (round(syn["synthetic"]["target_spans"] / syn["synthetic"]["sentences"], 4)
-                                                    if syn and syn["synthetic"]["sentences"] else "n/a"),
+            "synthetic_target_spans_per_sentence": (
+                round(syn["synthetic"]["target_spans"] / syn["synthetic"]["sentences"], 4)
+                if syn and syn["synthetic"]["sentences"] else "n/a"),
             "synthetic_ext_spans_per_sentence": syn["synthetic"]["ext_spans_per_sentence"] if syn else "n/a",
             "pseudo_label_model_dev_f1": ((syn["pseudo_label"].get("model_dev") or {}).get("f1", "n/a")
                                           if syn else "n/a"),
@@ -787,8 +788,9 @@ def knowledge_source_table(stats_files: Iterable[str | Path]):
     order = ["knowledge_source", "dataset", "k", "sample_seed", "sentences", "ext_spans_per_sentence",
              *fam_cols, "label_inventory_size", "parse_failure_rate", "hallucination_rate", "pos_coverage",
              "synthetic_per_source", "synthetic_sentences", "synthetic_target_spans_per_sentence",
-             "synthetic_ext_spans_per_sentence", "pseudo_label_model_dev_f1", "knowledge_seconds", "llm_mode", "llm_http_requests", "git_commit", "knowledge_code_hash", "data_hash", "subset_hash",
-             "tool_versions"]
+             "synthetic_ext_spans_per_sentence", "pseudo_label_model_dev_f1", "knowledge_seconds",
+             "llm_mode", "llm_http_requests", "git_commit", "knowledge_code_hash", "data_hash",
+             "subset_hash", "tool_versions"]
     return df[[c for c in order if c in df.columns]]
 
 
