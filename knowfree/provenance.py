@@ -5,6 +5,7 @@ leaves either the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -40,6 +41,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_gzip(path: str | Path, data: bytes) -> None:
+    """``data`` gzip-compressed, level 9, with no timestamp or file name inside: the same
+    content always gives the same bytes, so committed .gz files change only with their content."""
+    atomic_write_bytes(path, gzip.compress(data, 9, mtime=0))
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

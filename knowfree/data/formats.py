@@ -85,7 +85,7 @@ from typing import Any, Iterable, NamedTuple, Sequence
 
 from knowfree.data.sample import Sample, Span
 from knowfree.errors import InputError
-from knowfree.provenance import atomic_write_bytes, atomic_write_text
+from knowfree.provenance import atomic_write_gzip, atomic_write_text
 
 SCHEMES = {"BIO": "BIO", "IOB2": "BIO", "BIOES": "BIOES", "IOBES": "BIOES", "BMES": "BMES"}
 # Role of each tag prefix per scheme: begin, inside, end, single, outside.
@@ -384,7 +384,7 @@ def write(samples: Sequence[Sample], path: str | Path, fmt: str, **opts: Any) ->
     _check_options(fmt, opts, writer)
     text = writer(samples, report, **opts)
     if str(path).endswith(".gz"):
-        atomic_write_bytes(path, gzip.compress(text.encode("utf-8"), 9, mtime=0))
+        atomic_write_gzip(path, text.encode("utf-8"))
     else:
         atomic_write_text(path, text)
     report.sentences = len(samples)

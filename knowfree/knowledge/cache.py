@@ -36,7 +36,7 @@ from pathlib import Path
 
 from knowfree import __version__
 from knowfree.errors import InputError, KnowfreeError
-from knowfree.provenance import atomic_write_bytes, atomic_write_json, git_commit, sha256_file
+from knowfree.provenance import atomic_write_gzip, atomic_write_json, git_commit, sha256_file
 
 FORMAT = "knowfree-llm-cache/1"
 MODES = ("live", "replay")
@@ -204,8 +204,7 @@ class ResponseCache:
         if len(complete) < len(data):
             self.report.partial_lines.append(f"{path.name}:end ({len(data) - len(complete)} bytes dropped on sealing)")
         if complete:
-            # mtime=0 and no file name: the same lines always give the same bytes in git
-            atomic_write_bytes(path.with_name(path.name + ".gz"), gzip.compress(complete, 9, mtime=0))
+            atomic_write_gzip(path.with_name(path.name + ".gz"), complete)
         path.unlink(missing_ok=True)
 
     def close(self) -> None:

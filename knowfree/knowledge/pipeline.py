@@ -71,7 +71,7 @@ from knowfree.errors import ConfigError, InputError, KnowfreeError
 from knowfree.knowledge import align
 from knowfree.knowledge.normalise import (SEG_WORD, UNKNOWN_ENTITY_POLICIES, Normaliser, alias_tables,
                                           wants_segment)
-from knowfree.provenance import (REPO_ROOT, atomic_write_bytes, atomic_write_json, atomic_write_text,
+from knowfree.provenance import (REPO_ROOT, atomic_write_gzip, atomic_write_json, atomic_write_text,
                                  cache_root, git_commit, hash_json, hash_samples, sha256_bytes,
                                  sha256_file)
 
@@ -848,7 +848,6 @@ def pack(run_dir: str | Path, dest: str | Path) -> dict:
     entry naming each file's source and the sha256 of its uncompressed bytes. Returns that
     entry.
     """
-    import gzip
     import shutil
 
     run_dir, dest = _path(run_dir), _path(dest)
@@ -866,7 +865,7 @@ def pack(run_dir: str | Path, dest: str | Path) -> dict:
         src = run_dir / name
         if src.is_file():
             data = src.read_bytes()
-            atomic_write_bytes(dest / f"{name}.gz", gzip.compress(data, 9, mtime=0))
+            atomic_write_gzip(dest / f"{name}.gz", data)
             packed["files"][f"{name}.gz"] = {"sha256_uncompressed": sha256_bytes(data), "bytes": len(data)}
     for name in PACKED_FILES:
         src = run_dir / name
