@@ -77,7 +77,9 @@ os.environ.setdefault("KNOWFREE_DATA_MIRROR", str(ROOT.parent / "shared" / "data
 from knowfree.data.registry import load_dataset  # noqa: E402
 from knowfree.data.sample import Sample  # noqa: E402
 from knowfree.data.schema import LabelSchema  # noqa: E402
+from knowfree import encoder as encoder_mod  # noqa: E402
 from knowfree.model import ModelConfig, build_model  # noqa: E402
+from knowfree.precision import autocast  # noqa: E402
 
 STAGES = ("collate", "encoder", "head", "decode")
 
@@ -105,9 +107,17 @@ def head_terms(cfg: ModelConfig, hidden: int, labels: int) -> dict[str, float]:
     }
 
 
-def batch_flops(bcfg, terms: dict, pieces: list[int], lengths: list[int]) -> dict[str, float]:
+def n_cells(n: int, width: int | None = None) -> int:
+    """Span cells of a sentence of n tokens, up to ``width`` tokens wide (None: all)."""
+    if width is None or width >= n:
+        return n * (n + 1) // 2
+    return n * width - width * (width - 1) // 2
+
+
+def batch_flops(bcfg, terms: dict, pieces: list[int], lengths: list[int],
+                width: int | None = None) -> dict[str, float]:
     enc = [encoder_flops(bcfg, p) for p in pieces]
-    cells = sum(n * (n + 1) // 2 for n in lengths)
+    cells = sum(n_cells(n, width) for n in lengths)
     head = terms["token"] * sum(lengths) + (terms["cell_biaffine"] + terms["cell_rest"]) * cells
     b, pmax, lmax = len(pieces), max(pieces), max(lengths)
     executed = (b * sum(encoder_flops(bcfg, pmax)) + terms["token"] * b * lmax
@@ -119,9 +129,11 @@ def batch_flops(bcfg, terms: dict, pieces: list[int], lengths: list[int]) -> dic
 
 # --- measurements -------------------------------------------------------------------------------
 
-def matmul_rate(n: int, seconds: float) -> tuple[float, float]:
-    """Sustained fp32 matmul GFLOP/s of the current thread setting: (per CPU-second, per wall-second)."""
-    a, b, out = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+def matmul_rate(n: int, seconds: float, dtype=torch.float32) -> tuple[float, float]:
+    """Sustained matmul GFLOP/s of the current thread setting in ``dtype``: (per CPU-second,
+    per wall-second)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    out = torch.empty(n, n, dtype=dtype)
     for _ in range(3):
         torch.matmul(a, b, out=out)
     reps, c0, w0 = 0, time.process_time(), time.perf_counter()
@@ -131,6 +143,9 @@ def matmul_rate(n: int, seconds: float) -> tuple[float, float]:
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     flops = 2.0 * n ** 3 * reps
     return flops / cpu / 1e9, flops / wall / 1e9
+
+
+PRECISION = "fp32"  # set by --precision: the autocast every pass runs under
 
 
 def run_pass(model, samples: list[Sample], batch_size: int, regions: bool = False,
@@ -145,7 +160,7 @@ def run_pass(model, samples: list[Sample], batch_size: int, regions: bool = Fals
     def region(name):
         return torch.profiler.record_function(name) if regions else contextlib.nullcontext()
 
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(PRECISION, "cpu"):
         for k in range(0, len(samples), batch_size):
             chunk = samples[k:k + batch_size]
             c, w = time.process_time(), time.perf_counter()
@@ -168,7 +183,7 @@ def run_pass(model, samples: list[Sample], batch_size: int, regions: bool = Fals
             candidates += int((logits[:, :n_targets] > 0).any(1).sum())  # p > 0.5, untimed
             spans += sum(map(len, out))
             if keep_logits:
-                kept.append(logits[:, :n_targets].max(1).values)
+                kept.append(logits[:, :n_targets].float().max(1).values)
     return {"cpu": cpu, "wall": wall, "candidates": candidates, "spans": spans,
             "max_logits": torch.cat(kept) if keep_logits else None}
 
@@ -209,7 +224,8 @@ def spin_child(args) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     env["_BENCH_INFERENCE_DEFAULT_OMP"] = "1"
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, __file__, "--threads", str(args.spin_threads), "--batch-sizes",
+        cmd = [sys.executable, __file__, "--precision", args.precision, "--model", *args.model,
+               "--threads", str(args.spin_threads), "--batch-sizes",
                str(args.spin_batch), "--profile", "never", "--no-spin-compare",
                "--matmul-size", str(args.matmul_size), "--matmul-seconds", str(args.matmul_seconds),
                "--target", str(args.target), "--out", tmp]
@@ -219,7 +235,7 @@ def spin_child(args) -> list[dict]:
         if proc.returncode:
             print("default-wait-policy child failed:", proc.stderr.strip().splitlines()[-1:], flush=True)
             return []
-        return pd.read_csv(Path(tmp) / "inference.csv").to_dict("records")
+        return pd.read_csv(Path(tmp) / f"inference{suffix(args)}.csv").to_dict("records")
 
 
 def op_group(name: str) -> str:
@@ -273,7 +289,19 @@ def main(argv=None) -> int:
     ap.add_argument("--spin-batch", type=int, default=16)
     ap.add_argument("--limit", type=int, help="first N test sentences only (quick checks)")
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks")
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="autocast of the passes and dtype of the matmul bound; bf16 writes "
+                         "inference_bf16.csv/.md")
+    ap.add_argument("--model", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="model config values (YAML), e.g. freeze_layers=8 max_span_length=16")
     args = ap.parse_args(argv)
+    global PRECISION
+    PRECISION = args.precision
+    import yaml
+    args.model_config = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.model)}
+    # every test sentence is predicted once, as in real use: no frozen-layer cache to hit
+    encoder_mod.FROZEN_CACHE_MIB = 0
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
 
     start_wall = time.perf_counter()
     load_start = os.getloadavg()
@@ -283,7 +311,8 @@ def main(argv=None) -> int:
     data = load_dataset("weibo")
     schema = LabelSchema.from_samples(data["train"])
     torch.manual_seed(0)
-    model = build_model(ModelConfig(), schema).eval()
+    model = build_model(ModelConfig(**args.model_config), schema).eval()
+    width = model.config.max_span_length
     test = data["test"][:args.limit] if args.limit else data["test"]
     gold = sum(len(s.targets()) for s in test)
     # raw sentences, as the predictor builds them; sorted by length as it batches them
@@ -295,7 +324,7 @@ def main(argv=None) -> int:
     lengths = [len(s) for s in samples]
     bcfg = model.encoder.backbone.config
     terms = head_terms(model.config, model.encoder.hidden_size, len(model.channel_names))
-    need = batch_flops(bcfg, terms, pieces, lengths)
+    need = batch_flops(bcfg, terms, pieces, lengths, width)
     total_flops = need["encoder"] + need["head"]
     print(f"{len(samples)} sentences, {sum(lengths)} tokens, {sum(pieces)} pieces, "
           f"{need['cells']} cells; needed GFLOP: encoder {need['encoder'] / 1e9:.1f}, "
@@ -313,7 +342,7 @@ def main(argv=None) -> int:
     calibrated = None
     for threads in args.threads:
         torch.set_num_threads(threads)
-        before = matmul_rate(args.matmul_size, args.matmul_seconds)
+        before = matmul_rate(args.matmul_size, args.matmul_seconds, dtype)
         warmed = run_pass(model, warm, args.batch_sizes[0], keep_logits=calibrated is None)
         if calibrated is None:
             # lower the untrained target biases so that about as many cells pass 0.5 as the
@@ -331,7 +360,7 @@ def main(argv=None) -> int:
             print(f"threads {threads} batch {bs}: CPU {sum(r['cpu'].values()):.2f} s, "
                   f"wall {sum(r['wall'].values()):.2f} s, "
                   + ", ".join(f"{s} {r['cpu'][s]:.2f}" for s in STAGES), flush=True)
-        after = matmul_rate(args.matmul_size, args.matmul_seconds)
+        after = matmul_rate(args.matmul_size, args.matmul_seconds, dtype)
         mm[threads] = {"before": before, "after": after}
         mm_cpu = (before[0] + after[0]) / 2
         mm_wall = (before[1] + after[1]) / 2
@@ -339,7 +368,7 @@ def main(argv=None) -> int:
         for bs, r in results:
             cpu, wall = sum(r["cpu"].values()), sum(r["wall"].values())
             executed = sum(
-                batch_flops(bcfg, terms, pieces[k:k + bs], lengths[k:k + bs])["executed"]
+                batch_flops(bcfg, terms, pieces[k:k + bs], lengths[k:k + bs], width)["executed"]
                 for k in range(0, len(samples), bs))
             row = {"threads": threads, "batch": bs, "omp_wait_policy": OMP_WAIT,
                    "sentences": len(samples),
@@ -383,11 +412,15 @@ def main(argv=None) -> int:
     return 0
 
 
+def suffix(args) -> str:
+    return "" if args.precision == "fp32" else f"_{args.precision}"
+
+
 def write(rows: list[dict], x: dict, args) -> None:
     import pandas as pd
 
     from knowfree.provenance import atomic_write_bytes
-    atomic_write_bytes(args.out / "inference.csv", pd.DataFrame(rows).to_csv(index=False).encode())
+    atomic_write_bytes(args.out / f"inference{suffix(args)}.csv", pd.DataFrame(rows).to_csv(index=False).encode())
 
     m, need, terms, cal = x["machine"], x["need"], x["terms"], x["calibrated"]
     n = rows[0]["sentences"]
@@ -401,7 +434,10 @@ def write(rows: list[dict], x: dict, args) -> None:
         "",
         f"Model: knowfree head, e5-small-offline encoder; {n} Weibo test sentences ({rows[0]['tokens']} characters, {rows[0]['pieces']} pieces "
         f"with specials, {rows[0]['cells']} span cells), sorted by length, torch.inference_mode, "
-        "fp32, untrained weights. Tokenisation single-threaded (TOKENIZERS_PARALLELISM=false).",
+        f"{args.precision} (torch.autocast for bf16; the bound below is a {args.precision} matmul), "
+        f"model config {args.model_config or 'defaults'}, untrained weights. Tokenisation "
+        "single-threaded (TOKENIZERS_PARALLELISM=false). Frozen-layer cache off: each test "
+        "sentence is predicted once, as in real use.",
         "",
         "| threads | OpenMP wait | batch | sent/s (wall) | sent / CPU-s | bound sent / CPU-s | CPU s "
         "| wall s | achieved GFLOP/s (CPU) | matmul GFLOP/s per core (CPU) | **fraction (CPU)** "
@@ -467,7 +503,7 @@ def write(rows: list[dict], x: dict, args) -> None:
         "- Not counted: element-wise work (layer norms, GELU, softmax, adds), gathers, padding. "
         "'executed / needed' above is what the code runs (padded batches, the biaffine product "
         "over each sentence's whole n x n grid) over what it must.",
-        f"- Matmul rate ({args.matmul_size} x {args.matmul_size} fp32, GFLOP/s): {mmline}. "
+        f"- Matmul rate ({args.matmul_size} x {args.matmul_size} {args.precision}, GFLOP/s): {mmline}. "
         "The mean of before and after is used.",
         "",
         "## Notes", "",
@@ -498,7 +534,7 @@ def write(rows: list[dict], x: dict, args) -> None:
             lines.append(f"| {stage} | {name} | {v / 1e3:.0f} | {pct(v, tot)} |")
     lines += ["", f"Method: benchmarks/bench_inference.py; whole run {x['elapsed']:.0f} s wall."]
     text = "\n".join(lines) + "\n"
-    atomic_write_bytes(args.out / "inference.md", text.encode())
+    atomic_write_bytes(args.out / f"inference{suffix(args)}.md", text.encode())
     print(text)
 
 

@@ -272,10 +272,12 @@ def train_config(setting: Setting, train_file: Path, head: str, extensions: bool
         "data": {"train_file": str(train_file), "dev_file": str(setting.file("dev")),
                  "test_file": str(setting.file("test")), "format": "jsonl"},
         "model": {"head": head, "encoder": encoder_path(P["encoder"], setting),
-                  "use_extensions": extensions},
+                  "use_extensions": extensions, "freeze_embeddings": P["freeze_embeddings"],
+                  "freeze_layers": P["freeze_layers"],
+                  "max_span_length": P["max_span_length"] or None},
         "train": {"epochs": P["epochs"], "batch_size": P["batch_size"], "encoder_lr": P["encoder_lr"],
                   "head_lr": P["head_lr"], "seed": seed, "threads": P["threads"],
-                  "eval_every": P["eval_every"]},
+                  "eval_every": P["eval_every"], "precision": P["precision"]},
         "output": {"keep_last": False},
     }
 

@@ -37,6 +37,8 @@ HEADS = ("knowfree", "cnn", "tagger")
 
 
 def _type_ok(value, default) -> bool:
+    if default is None:  # the one optional field, an int or null
+        return value is None or (isinstance(value, int) and not isinstance(value, bool))
     if isinstance(default, bool) or isinstance(value, bool):  # bool is an int in Python
         return isinstance(value, bool) and isinstance(default, bool)
     if isinstance(default, float):
@@ -55,6 +57,17 @@ class ModelConfig:
     # "O" for the first hundreds of steps (a linear probe on frozen e5 vectors fit 32 Weibo
     # sentences in 100 steps with it, 300 without)
     input_norm: bool = True
+    # Frozen parts of the pretrained backbone (not trained, not in checkpoints, which record
+    # their sha256 instead). freeze_embeddings: the word-embedding table alone (e5-small: 96 M
+    # of its 118 M parameters); positions, token types and the embedding LayerNorm still train.
+    # freeze_layers: N > 0 freezes the whole embedding block and the bottom N layers, which
+    # then run without dropout.
+    freeze_embeddings: bool = False
+    freeze_layers: int = 0
+    # widest span cell (tokens) the span heads compute; None: every i <= j, as the paper. The
+    # head's cost grows with the cells: Weibo's longest entity is 11 characters, its sentences
+    # average 55, and a width of 16 computes half the cells
+    max_span_length: int | None = None
     channels: int = 200  # head/tail MLP size = span feature channels
     biaffine_heads: int = 4
     size_embedding: int = 25
@@ -73,8 +86,8 @@ class ModelConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             if not _type_ok(value, f.default):
-                raise ConfigError(f"model config {f.name!r} must be {type(f.default).__name__}, "
-                                  f"got {value!r}")
+                want = "int or null" if f.default is None else type(f.default).__name__
+                raise ConfigError(f"model config {f.name!r} must be {want}, got {value!r}")
         problems = []
         if self.head not in HEADS:
             problems.append(f"head must be one of {HEADS}, got {self.head!r}")
@@ -87,6 +100,10 @@ class ModelConfig:
         if min(self.channels, self.biaffine_heads, self.attention_heads, self.size_buckets,
                self.size_embedding) < 1 or self.window < 0 or self.cnn_layers < 0:
             problems.append("sizes must be positive (window and cnn_layers may be 0)")
+        if self.max_span_length is not None and self.max_span_length < 1:
+            problems.append(f"max_span_length must be >= 1 or null, got {self.max_span_length}")
+        if self.freeze_layers < 0:
+            problems.append(f"freeze_layers must be >= 0, got {self.freeze_layers}")
         if not 0 <= self.dropout < 1:
             problems.append(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0 < self.threshold < 1:
@@ -114,6 +131,8 @@ def build_model(cfg: ModelConfig, schema: LabelSchema, encoder: nn.Module | None
         from knowfree.encoder import TokenEncoder
         encoder = TokenEncoder(cfg.encoder, piece_position=cfg.piece_position,
                                attention=cfg.encoder_attention)
+    if cfg.freeze_embeddings or cfg.freeze_layers:
+        encoder.freeze(embeddings=cfg.freeze_embeddings, layers=cfg.freeze_layers)
     if cfg.head == "tagger":
         return TaggerModel(cfg, schema, encoder)
     return SpanModel(cfg, schema, encoder)
@@ -231,10 +250,12 @@ class BandedAttention(nn.Module):
         self.norm = nn.LayerNorm(channels)
 
     def forward(self, x: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+        compute = (torch.get_autocast_dtype(x.device.type)
+                   if torch.is_autocast_enabled(x.device.type) else x.dtype)
         out = []
         for a, b in _row_blocks(row, self.block_cells):
             context = _BandedCore.apply(x[a:b], self.qkv.weight, self.qkv.bias, row[a:b],
-                                        self.heads, self.window)
+                                        self.heads, self.window, compute)
             out.append(x[a:b] + self.norm(self.out(context)))
         return torch.cat(out) if len(out) > 1 else out[0]
 
@@ -261,10 +282,14 @@ class _BandedCore(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, row, heads, window):
+    def forward(ctx, x, weight, bias, row, heads, window, compute):
+        # ``compute``: dtype of the two projections (bf16 under autocast). Scores, softmax and
+        # mixtures run in fp32 whatever it is: they are elementwise work, no faster in bf16 on
+        # a CPU, and a 7-wide softmax is where bf16 rounding would hurt.
         n, c = x.shape
-        qkv = F.linear(x, weight, bias).view(n, 3, heads, c // heads)
-        q, k, v = qkv.unbind(1)
+        work = torch.promote_types(compute, torch.float32)
+        qkv = F.linear(x.to(compute), weight.to(compute), bias.to(compute)).to(work)
+        q, k, v = qkv.view(n, 3, heads, c // heads).unbind(1)
         scale = 1 / math.sqrt(c // heads)
         ranges = _band_ranges(n, window)
         scores = q.new_zeros(n, heads, 2 * window + 1)
@@ -281,7 +306,7 @@ class _BandedCore(torch.autograd.Function):
         for slot, o, lo, hi in ranges:
             out[lo:hi].addcmul_(p[lo:hi, :, slot, None], v[lo + o:hi + o])
         ctx.save_for_backward(x, weight, bias, p)
-        ctx.window, ctx.scale = window, scale
+        ctx.window, ctx.scale, ctx.compute, ctx.work = window, scale, compute, work
         return out.reshape(n, c)
 
     @staticmethod
@@ -289,8 +314,9 @@ class _BandedCore(torch.autograd.Function):
         x, weight, bias, p = ctx.saved_tensors
         n, c = x.shape
         heads = p.shape[1]
-        g = grad_out.reshape(n, heads, c // heads)
-        q, k, v = F.linear(x, weight, bias).view(n, 3, heads, c // heads).unbind(1)
+        g = grad_out.to(ctx.work).reshape(n, heads, c // heads)
+        xc, wc = x.to(ctx.compute), weight.to(ctx.compute)
+        q, k, v = F.linear(xc, wc, bias.to(ctx.compute)).to(ctx.work).view(n, 3, heads, c // heads).unbind(1)
         ranges = _band_ranges(n, ctx.window)
         grad_p, grad_v = torch.zeros_like(p), torch.zeros_like(v)
         for slot, o, lo, hi in ranges:
@@ -302,7 +328,9 @@ class _BandedCore(torch.autograd.Function):
             grad_q[lo:hi].addcmul_(grad_s[lo:hi, :, slot, None], k[lo + o:hi + o])
             grad_k[lo + o:hi + o].addcmul_(grad_s[lo:hi, :, slot, None], q[lo:hi])
         grad_qkv = torch.stack([grad_q, grad_k, grad_v], 1).reshape(n, 3 * c)
-        return grad_qkv @ weight, grad_qkv.t() @ x, grad_qkv.sum(0), None, None, None
+        gc = grad_qkv.to(ctx.compute)
+        return ((gc @ wc).to(x.dtype), (gc.t() @ xc).to(weight.dtype), grad_qkv.sum(0).to(bias.dtype),
+                None, None, None, None)
 
 
 def _row_blocks(row: torch.Tensor, size: int) -> list[tuple[int, int]]:
@@ -441,15 +469,30 @@ class NerModel(nn.Module):
         return self.input_norm(x) * mask
 
 
-def span_cells(lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every valid cell (b, i, j), i <= j < lengths[b], ordered by b, i, j; and where each
-    sample's block of cells starts (offsets [B + 1])."""
-    cells = []
+def span_cells(lengths: torch.Tensor, max_width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every valid cell (b, i, j), i <= j < lengths[b] and j - i < max_width (None: no limit),
+    ordered by b, i, j; and where each sample's block of cells starts (offsets [B + 1])."""
+    cells, counts = [], []
     for b, n in enumerate(lengths.tolist()):
         i, j = torch.triu_indices(n, n)
+        if max_width is not None:
+            keep = j - i < max_width
+            i, j = i[keep], j[keep]
         cells.append(torch.stack([torch.full_like(i, b), i, j], 1))
-    offsets = F.pad((lengths * (lengths + 1) // 2).cumsum(0), (1, 0))
+        counts.append(len(i))
+    offsets = F.pad(torch.tensor(counts).cumsum(0), (1, 0))
     return torch.cat(cells), offsets
+
+
+def row_offsets(lengths: torch.Tensor, max_width: int | None = None) -> torch.Tensor:
+    """[B, L]: index in the packed cells of ``span_cells`` where row (b, i) starts."""
+    n = int(lengths.max())
+    i = torch.arange(n)
+    width = (lengths[:, None] - i[None, :]).clamp(min=0)  # cells of row i: j = i .. n-1
+    if max_width is not None:
+        width = width.clamp(max=max_width)
+    starts = F.pad(width.flatten().cumsum(0), (1, 0))[:-1].view(len(lengths), n)
+    return starts
 
 
 class SpanModel(NerModel):
@@ -465,7 +508,14 @@ class SpanModel(NerModel):
 
     def collate(self, samples: list[Sample]) -> dict:
         batch = super().collate(samples)
-        batch["cells"], batch["cell_offsets"] = span_cells(batch["lengths"])
+        width = self.config.max_span_length
+        if width is not None:
+            # spans longer than the widest cell cannot be learnt: left out here, counted by the
+            # trainer for every split (data.json), never silently
+            keep = batch["spans"][:, 2] - batch["spans"][:, 1] < width
+            batch["spans"] = batch["spans"][keep]
+        batch["cells"], batch["cell_offsets"] = span_cells(batch["lengths"], width)
+        batch["row_offsets"] = row_offsets(batch["lengths"], width)
         return batch
 
     def forward(self, batch: dict) -> torch.Tensor:
@@ -474,13 +524,11 @@ class SpanModel(NerModel):
     def loss(self, batch: dict, logits: torch.Tensor) -> torch.Tensor:
         """sum over valid cells and labels of label_weight * BCE * sample_weight, divided by
         the number of valid cells in the batch."""
-        # the batch's dense label grid, packed like the logits: cell (b, i, j) sits after the
-        # n + (n - 1) + ... + (n - i + 1) cells of rows 0..i-1 of sample b (n = its length)
+        # the batch's dense label grid, packed like the logits: cell (b, i, j) sits j - i cells
+        # after the start of its row (b, i)
         target = torch.zeros_like(logits)
         b, i, j, c = batch["spans"].unbind(1)
-        n = batch["lengths"][b]
-        row_start = batch["cell_offsets"][b] + i * n - i * (i - 1) // 2
-        target[row_start + j - i, c] = 1.0
+        target[batch["row_offsets"][b, i] + j - i, c] = 1.0
         bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
         per_cell = (bce * self.label_weights).sum(1) * batch["weights"][batch["cells"][:, 0]]
         return per_cell.sum() / max(len(logits), 1)

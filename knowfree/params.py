@@ -97,6 +97,13 @@ KEYS: dict[str, Key] = {
     "threads": Key("int", "torch CPU threads", minimum=1),
     "eval_every": Key("int", "score dev every this many epochs (and after the last); dev "
                              "scoring can cost more than the epoch on CPU", minimum=1),
+    "precision": Key("str", "compute precision of training and scoring: fp32, bf16, or auto "
+                            "(bf16 where the hardware has it)", choices=("fp32", "bf16", "auto")),
+    "freeze_embeddings": Key("bool", "do not train the encoder's word-embedding table"),
+    "freeze_layers": Key("int", "do not train the encoder's embedding block and bottom this many "
+                                "layers (their output is cached per sentence)", minimum=0),
+    "max_span_length": Key("int", "widest span (tokens) the span heads score; 0: every span",
+                           minimum=0),
     "head": Key("str", "model head", choices=HEADS),
     "train_set": Key("str", "what notebook 03 trains on", choices=TRAIN_SETS),
     "variants": Key("list[str]", "ablation rows to run", choices=VARIANTS),
@@ -107,7 +114,7 @@ _WHERE = ("run_name", "results_dir")
 _DATA = ("dataset", "k", "sample_seed", "max_len")
 _KNOW = ("knowledge", "llm", "llm_replay", "llm_base_url", "llm_servers", "llm_cache", "synthesis")
 _TRAIN = ("encoder", "eval_limit", "epochs", "batch_size", "encoder_lr", "head_lr", "threads",
-          "eval_every")
+          "eval_every", "precision", "freeze_embeddings", "freeze_layers", "max_span_length")
 _GRID = ("ks", "sample_seed", "seeds", "max_len", "variants")
 
 NOTEBOOKS: dict[str, tuple[str, ...]] = {

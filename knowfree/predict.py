@@ -10,6 +10,7 @@ inside one window.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import re
@@ -25,6 +26,7 @@ from knowfree.data import formats
 from knowfree.data.sample import Sample, Span
 from knowfree.data.schema import LabelSchema
 from knowfree.encoder import TokenEncoder
+from knowfree import precision as precision_mod
 from knowfree.errors import InputError
 from knowfree.model import ModelConfig, build_model, move_batch
 from knowfree.provenance import atomic_write_text
@@ -178,8 +180,10 @@ def merge_windows(n_tokens: int, ranges: Sequence[tuple[int, int]],
 
 @torch.inference_mode()
 def predict_spans(model, samples: Sequence[Sample], batch_size: int = BATCH_SIZE,
-                  device: str | torch.device = "cpu", progress: bool = False) -> list[list[Decoded]]:
-    """Decoded target spans (token offsets) per sample, long samples through windows."""
+                  device: str | torch.device = "cpu", progress: bool = False,
+                  precision: str = "fp32") -> list[list[Decoded]]:
+    """Decoded target spans (token offsets) per sample, long samples through windows.
+    ``precision`` (knowfree.precision) applies to the forward; decoding is always fp32."""
     was_training = model.training
     model.eval()
     try:
@@ -197,7 +201,9 @@ def predict_spans(model, samples: Sequence[Sample], batch_size: int = BATCH_SIZE
         for idx in batches:
             chunk = [pieces[j][2] for j in idx]
             batch = move_batch(model.collate(chunk), device)
-            out = model.decode(batch, model(batch))
+            with precision_mod.autocast(precision, device):
+                logits = model(batch)
+            out = model.decode(batch, logits)  # decoders score in fp32 themselves
             for j, spans in zip(idx, out):
                 i, w, _ = pieces[j]
                 decoded[i][w] = [(int(s), int(e), str(l), float(p)) for s, e, l, p in spans]
@@ -213,8 +219,44 @@ def predict_spans(model, samples: Sequence[Sample], batch_size: int = BATCH_SIZE
 # --------------------------------------------------------------------------------------------
 
 
+def frozen_tensors(model) -> dict[str, torch.Tensor]:
+    """The parameters that are not trained (a frozen encoder part), by state-dict name."""
+    return {name: p for name, p in model.named_parameters() if not p.requires_grad}
+
+
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of ``tensors``, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+    return h.hexdigest()
+
+
+def frozen_reference(model) -> dict:
+    """What a checkpoint records instead of the frozen weights it leaves out."""
+    frozen = frozen_tensors(model)
+    if not frozen:
+        return {}
+    return {"frozen_encoder": model.encoder.name, "frozen_tensors": json.dumps(sorted(frozen)),
+            "frozen_sha256": tensors_sha256(frozen)}
+
+
+def weights_metadata(path: str | Path) -> dict:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error type on a corrupt file
+        raise InputError(f"cannot read weights: {e}", where=str(path)) from None
+
+
 def load_weights(model, path: str | Path) -> dict:
-    """Load a safetensors checkpoint into ``model`` (on the model's device); returns its metadata."""
+    """Load a safetensors checkpoint into ``model`` (on the model's device); returns its metadata.
+
+    A checkpoint of a run with a frozen encoder part holds only the trained tensors and the
+    sha256 of the frozen ones; those must already be in ``model`` (the pretrained encoder), and
+    a different encoder is refused rather than silently mixed with weights trained on another."""
     path = Path(path)
     device = next(model.parameters()).device
     try:
@@ -223,24 +265,43 @@ def load_weights(model, path: str | Path) -> dict:
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error type on a corrupt file
         raise InputError(f"cannot read weights: {e}", where=str(path)) from None
+    try:
+        frozen = set(json.loads(metadata.get("frozen_tensors", "[]")))
+    except ValueError:
+        raise InputError("the checkpoint's frozen_tensors metadata is not JSON", where=str(path)) from None
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    if set(missing) != frozen or unexpected:
+        missing = sorted(set(missing) - frozen)
         raise InputError(f"weights do not fit this model: missing {missing[:5]}, unexpected "
                          f"{unexpected[:5]}", where=str(path),
                          fix="load them with the config.json and schema.json of their run")
+    if frozen:
+        params = dict(model.named_parameters())
+        have = tensors_sha256({name: params[name] for name in frozen if name in params})
+        if have != metadata.get("frozen_sha256"):
+            raise InputError(
+                f"this run was trained on top of frozen encoder weights "
+                f"{metadata.get('frozen_encoder')!r} with sha256 {metadata.get('frozen_sha256')}, "
+                f"but the encoder loaded here has {have}", where=str(path),
+                fix="rebuild the same encoder (same alias and package version, or the same "
+                    "folder) before loading this run")
     return metadata
 
 
 class Predictor:
     """A trained model plus what it needs to read raw text: ``Predictor.load(run_dir)``."""
 
-    def __init__(self, model, lang: str = "zh", device: str | torch.device = "cpu"):
+    def __init__(self, model, lang: str = "zh", device: str | torch.device = "cpu",
+                 precision: str = "fp32"):
         self.model = model.to(device).eval()
         self.lang = lang
         self.device = torch.device(device)
+        self.precision = precision_mod.resolve(precision, self.device)
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "cpu") -> "Predictor":
+    def load(cls, run_dir: str | Path, device: str = "cpu", precision: str | None = None) -> "Predictor":
+        """``precision``: None takes the run's own (train.precision, as its metrics.json resolved
+        it), so that rescoring a split reproduces the trainer's score exactly."""
         run_dir = Path(run_dir)
         for name in ("config.json", "schema.json", "encoder.json", "data.json", "model.safetensors"):
             if not (run_dir / name).is_file():
@@ -249,17 +310,23 @@ class Predictor:
         config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
         schema = LabelSchema.load(run_dir / "schema.json")
         spec = json.loads((run_dir / "encoder.json").read_text(encoding="utf-8"))
-        # architecture from the run's own files; every weight comes from model.safetensors
-        encoder = TokenEncoder.from_spec(spec, run_dir / "encoder")
+        # architecture from the run's own files; every trained weight comes from
+        # model.safetensors, frozen ones from the pretrained encoder (their sha256 is checked)
+        has_frozen = "frozen_sha256" in weights_metadata(run_dir / "model.safetensors")
+        encoder = TokenEncoder.from_spec(spec, None if has_frozen else run_dir / "encoder")
         model = build_model(ModelConfig.from_dict(config["model"]), schema, encoder=encoder)
         load_weights(model, run_dir / "model.safetensors")
         data = json.loads((run_dir / "data.json").read_text(encoding="utf-8"))
-        return cls(model, lang=data.get("lang", "zh"), device=device)
+        if precision is None:
+            metrics = run_dir / "metrics.json"
+            done = json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else {}
+            precision = done.get("precision") or config.get("train", {}).get("precision", "fp32")
+        return cls(model, lang=data.get("lang", "zh"), device=device, precision=precision)
 
     def predict_samples(self, samples: Sequence[Sample], batch_size: int = BATCH_SIZE) -> list[Sample]:
         """Samples carrying the predicted target spans (probabilities in meta['probs'])."""
         out = []
-        for sample, spans in zip(samples, predict_spans(self.model, samples, batch_size, self.device)):
+        for sample, spans in zip(samples, predict_spans(self.model, samples, batch_size, self.device, precision=self.precision)):
             pred = sample.with_spans(Span(s, e, l) for s, e, l, _ in spans)
             pred.meta["probs"] = {f"{s}:{e}:{l}": p for s, e, l, p in spans}
             out.append(pred)
@@ -276,7 +343,7 @@ class Predictor:
         split = [split_text(t, lang) for t in texts]
         todo = [i for i, (tokens, _) in enumerate(split) if tokens]
         samples = [Sample(split[i][0], [], str(i), lang) for i in todo]
-        spans = predict_spans(self.model, samples, batch_size, self.device)
+        spans = predict_spans(self.model, samples, batch_size, self.device, precision=self.precision)
         results: list[list[dict]] = [[] for _ in texts]
         for i, found in zip(todo, spans):
             offsets = split[i][1]
@@ -329,6 +396,9 @@ def cli_main(argv: Sequence[str]) -> int:
                         "OUTPUT` scores")
     p.add_argument("--format", default="jsonl", help="format of a --tokens input (default jsonl)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=precision_mod.PRECISIONS,
+                   help="fp32, bf16 or auto (default: the precision the run was trained and "
+                        "scored in, so that --tokens reproduces its test score)")
     args = p.parse_args(list(argv))
 
     if args.tokens:
@@ -336,7 +406,7 @@ def cli_main(argv: Sequence[str]) -> int:
             raise InputError("--tokens needs --input FILE and --output FILE",
                              fix="python -m knowfree predict RUN --tokens --input test.jsonl --output pred.jsonl")
         samples = formats.read(args.input, args.format).samples
-        predictor = Predictor.load(args.run_dir, device=args.device)
+        predictor = Predictor.load(args.run_dir, device=args.device, precision=args.precision)
         predicted = predictor.predict_samples(samples, batch_size=args.batch_size)
         formats.write(predicted, args.output, "jsonl")
         return 0
@@ -350,7 +420,7 @@ def cli_main(argv: Sequence[str]) -> int:
             raise InputError("input is not UTF-8", where=args.input) from None
     else:
         records = _read_texts(sys.stdin, "<stdin>")
-    predictor = Predictor.load(args.run_dir, device=args.device)
+    predictor = Predictor.load(args.run_dir, device=args.device, precision=args.precision)
     results = predictor.predict([t for t, _ in records], batch_size=args.batch_size, lang=args.lang)
     out = "".join(json.dumps({**extra, "text": t, "spans": r}, ensure_ascii=False) + "\n"
                   for (t, extra), r in zip(records, results))

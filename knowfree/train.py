@@ -45,13 +45,16 @@ from tqdm.auto import tqdm
 from knowfree import yamlio
 from knowfree.data import formats
 from knowfree.data.registry import open_dataset
-from knowfree.data.sample import Sample, Span
+from knowfree.data.sample import Sample, Span, is_extension
 from knowfree.data.sampling import DEFAULT_SEED, Subset, k_sentences, save_subset
 from knowfree.data.schema import WEIGHT_RULES, LabelSchema
 from knowfree.errors import ConfigError, KnowfreeError
 from knowfree.metrics import evaluate
 from knowfree.model import ModelConfig, build_model, move_batch
-from knowfree.predict import BATCH_SIZE as PREDICT_BATCH_SIZE, load_weights, predict_spans, split_long
+from knowfree import precision as precision_mod
+from knowfree.precision import PRECISIONS
+from knowfree.predict import (BATCH_SIZE as PREDICT_BATCH_SIZE, frozen_reference, frozen_tensors, load_weights,
+                              predict_spans, split_long)
 from knowfree.provenance import (REPO_ROOT, atomic_write_bytes, atomic_write_json, atomic_write_text,
                                  git_commit, hash_json, hash_samples, sha256_file)
 
@@ -106,6 +109,9 @@ CONFIG_SCHEMA: dict[str, dict[str, _Field]] = {
         "length_buckets": _Field((int,), 8, check=_NONNEG),
         "device": _Field((str,), "cpu"),
         "threads": _Field((int,), None, nullable=True, check=_POS),
+        # fp32 | bf16 | auto (bf16 where the device computes it in hardware): the forward of
+        # encoder and head under bf16 autocast; loss, optimizer state and weights stay fp32
+        "precision": _Field((str,), "fp32", check=(lambda v: v in PRECISIONS, f"one of {PRECISIONS}")),
     },
     "output": {
         "run_dir": _Field((str,), None, nullable=True),
@@ -201,9 +207,23 @@ def validate_config(config: dict) -> dict:
     return {s: out[s] for s in SECTIONS}
 
 
+# Keys added after runs were committed, at the value those runs had: left out of the hash when
+# they hold it, so that older run folders (whose config.json lacks them) keep their hash.
+_HASH_NEUTRAL = {("train", "precision"): "fp32", ("model", "freeze_embeddings"): False,
+                 ("model", "freeze_layers"): 0, ("model", "max_span_length"): None}
+
+
 def config_hash(config: dict) -> str:
     """Hash of everything that can change the result: the output location is left out."""
-    return hash_json({k: v for k, v in config.items() if k != "output"})
+    kept = {}
+    for section, values in config.items():
+        if section == "output":
+            continue
+        if isinstance(values, dict):
+            values = {k: v for k, v in values.items()
+                      if _HASH_NEUTRAL.get((section, k), object()) != v}
+        kept[section] = values
+    return hash_json(kept)
 
 
 apply_overrides = yamlio.apply_overrides
@@ -353,9 +373,12 @@ def linear_schedule(optimizer, warmup_steps: int, total_steps: int):
 
 
 def weight_tensors(model) -> dict[str, torch.Tensor]:
-    """A CPU copy of the whole state dict (encoder included)."""
+    """A CPU copy of the state dict without the frozen parameters (``frozen_reference`` names
+    them and records their sha256 instead): only what training can change."""
+    frozen = frozen_tensors(model)
     # clones: safetensors refuses tensors that share memory (tied weights)
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()
+            if k not in frozen}
 
 
 def write_weights(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
@@ -364,7 +387,7 @@ def write_weights(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) 
 
 
 def save_weights(model, path: Path, **metadata) -> None:
-    write_weights(path, weight_tensors(model), metadata)
+    write_weights(path, weight_tensors(model), {**metadata, **frozen_reference(model)})
 
 
 class RunDir:
@@ -444,9 +467,28 @@ def write_epochs_csv(path: Path, history: list[dict]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _evaluate(model, samples: list[Sample], batch_size: int, device) -> dict:
+def train_step(model, batch: dict, optimizer, scheduler, trainable: list, clip: float | None,
+               precision: str, device) -> float:
+    """One optimizer step on a collated batch; returns the loss (no step if it is not finite).
+    The forward runs in ``precision``, the loss and the update in fp32."""
+    with precision_mod.autocast(precision, device):
+        logits = model(batch)
+    loss = model.loss(batch, logits.float())
+    value = loss.item()
+    if not math.isfinite(value):
+        return value
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip:
+        torch.nn.utils.clip_grad_norm_(trainable, clip)
+    optimizer.step()
+    scheduler.step()
+    return value
+
+
+def _evaluate(model, samples: list[Sample], batch_size: int, device, precision: str) -> dict:
     """Span-level P/R/F1 (+ per label) of the model on ``samples``' target spans."""
-    decoded = predict_spans(model, samples, batch_size, device)
+    decoded = predict_spans(model, samples, batch_size, device, precision=precision)
     pred = [s.with_spans(Span(a, b, l) for a, b, l, _ in spans) for s, spans in zip(samples, decoded)]
     return evaluate(samples, pred).as_dict()  # extension spans in gold are not scored
 
@@ -499,6 +541,7 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None) -> dic
     # and edits made while a long run goes on must not mark it '+dirty'
     commit = git_commit()
     device = _device(t["device"])
+    precision = precision_mod.resolve(t["precision"], device)
 
     splits, data_info, subset = load_data(config["data"])
     _check_same_run(run, chash, data_info)
@@ -522,6 +565,16 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None) -> dic
     for split in ("dev", "test"):
         if splits.get(split):
             data_info["windows"][split] = split_long(model, splits[split])[1]
+    width = config["model"]["max_span_length"]
+    if width is not None and config["model"]["head"] != "tagger":
+        data_info["too_wide"] = {"max_span_length": width}
+        for split, samples in (("train", train_samples), ("dev", splits.get("dev")), ("test", splits.get("test"))):
+            wide = [sp for s in samples or () for sp in s.spans if sp.end - sp.start > width]
+            targets = sum(1 for sp in wide if not is_extension(sp.label))
+            data_info["too_wide"][split] = {"targets": targets, "extensions": len(wide) - targets}
+            if targets:
+                print(f"warning: {targets} {split} target spans are longer than model.max_span_length="
+                      f"{width}: they cannot be learnt or found", file=sys.stderr)
     for split, stats in data_info["windows"].items():
         if stats["spans_lost"]:
             print(f"warning: {stats['spans_lost']} {split} spans are longer than any encoder "
@@ -538,6 +591,8 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None) -> dic
                                   fused=True)
     scheduler = linear_schedule(optimizer, warmup, total_steps)
     gen = torch.Generator().manual_seed(t["seed"])
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    frozen_ref = frozen_reference(model)  # computed once: the frozen tensors never change
 
     state = run.load_last(model)
     if state is not None:
@@ -564,29 +619,24 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None) -> dic
             steps = tqdm(batches, desc=f"epoch {epoch}", leave=False, unit="batch")
         for idx in steps:
             batch = move_batch(model.collate([train_samples[i] for i in idx]), device)
-            loss = model.loss(batch, model(batch))
-            if not torch.isfinite(loss):
-                raise KnowfreeError(f"training loss is {loss.item()} at epoch {epoch}; lower "
+            loss = train_step(model, batch, optimizer, scheduler, trainable, t["clip"], precision, device)
+            if not math.isfinite(loss):
+                raise KnowfreeError(f"training loss is {loss} at epoch {epoch}; lower "
                                     f"train.head_lr / train.encoder_lr or check the data")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t["clip"]:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t["clip"])
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.item()
+            loss_sum += loss
             if bar is not None:
-                steps.set_postfix(loss=f"{loss.item():.4f}")
+                steps.set_postfix(loss=f"{loss:.4f}")
         lrs = {g["name"].split(".")[0]: g["lr"] for g in optimizer.param_groups}
         row = {"epoch": epoch, "train_loss": loss_sum / max(1, len(batches)),
                "lr_encoder": lrs.get("encoder", 0.0), "lr_head": lrs.get("head", 0.0),
                "train_seconds": time.time() - t0}
         if epoch % t["eval_every"] == 0 or epoch == t["epochs"]:
-            dev = _evaluate(model, splits["dev"], t["eval_batch_size"], device)
+            dev = _evaluate(model, splits["dev"], t["eval_batch_size"], device, precision)
             row.update(dev_p=dev["precision"], dev_r=dev["recall"], dev_f1=dev["f1"])
             if dev["f1"] > best["f1"]:  # strict: ties keep the earlier, cheaper checkpoint
                 best = {"epoch": epoch, "f1": dev["f1"], "dev": dev}
-                pending_best = (weight_tensors(model), {"epoch": epoch, "dev_f1": dev["f1"]})
+                pending_best = (weight_tensors(model), {"epoch": epoch, "dev_f1": dev["f1"],
+                                                        **frozen_ref})
             if t["patience"] and epoch - best["epoch"] >= t["patience"]:
                 finished = True
         finished = finished or epoch == t["epochs"]
@@ -623,7 +673,7 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None) -> dic
                             f"selected epoch is {best['epoch']}; delete the run folder and retrain")
     test = None
     if splits.get("test"):
-        test = _evaluate(model, splits["test"], t["eval_batch_size"], device)
+        test = _evaluate(model, splits["test"], t["eval_batch_size"], device, precision)
 
     metrics = {
         "complete": True,
@@ -636,7 +686,10 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None) -> dic
         "config_hash": chash, "git_commit": commit,
         "data": data_info, "encoder": model.encoder.spec(),
         "n_train": len(splits["train"]), "n_train_inputs": len(train_samples),
-        "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "device": str(device), "precision": precision, "frozen": frozen_ref,
+        "parameters": {"trained": sum(p.numel() for p in trainable),
+                       "frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad)},
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
         "run_dir": str(run.path),
     }
     atomic_write_json(run / "metrics.json", metrics)

@@ -12,7 +12,8 @@ from knowfree.data.sample import Sample, Span
 from knowfree.data.schema import LabelSchema
 from knowfree.encoder import TokenEncoder, build_tiny_encoder
 from knowfree.errors import ConfigError
-from knowfree.model import CRF, BandedAttention, ModelConfig, bio_spans, build_model, span_cells
+from knowfree.model import (CRF, BandedAttention, ModelConfig, bio_spans, build_model, row_offsets,
+                            span_cells)
 
 SMALL = dict(channels=24, biaffine_heads=4, attention_heads=4, size_embedding=5, size_buckets=8)
 
@@ -125,6 +126,54 @@ def test_span_cells_are_exactly_the_upper_triangle_inside_each_sentence():
     assert offsets.tolist() == [0, 10, 11, 17]
 
 
+def test_span_cells_with_a_width_and_their_row_offsets():
+    """Capped cells are exactly the j - i < width ones; row_offsets points every (b, i, j) at
+    its own packed cell, capped or not (the loss builds its label grid from it)."""
+    lengths = torch.tensor([6, 1, 4])
+    for width in (None, 1, 2, 4, 10):
+        cells, offsets = span_cells(lengths, width)
+        expected = [(b, i, j) for b, n in enumerate(lengths.tolist()) for i in range(n)
+                    for j in range(i, n) if width is None or j - i < width]
+        assert [tuple(c) for c in cells.tolist()] == expected
+        assert offsets[-1] == len(expected)
+        rows = row_offsets(lengths, width)
+        for k, (b, i, j) in enumerate(expected):
+            assert rows[b, i] + j - i == k
+
+
+def test_a_width_only_drops_cells(make):
+    """Without the local attention (the one part that mixes cells of a row), a capped model's
+    logits are the full model's at the cells it keeps."""
+    full, capped = make(local_attention=False).eval(), make(local_attention=False, max_span_length=3).eval()
+    a, b = full.collate(samples()), capped.collate(samples())
+    with torch.no_grad():
+        la, lb = full(a), capped(b)
+    index = {tuple(c): k for k, c in enumerate(a["cells"].tolist())}
+    assert len(lb) < len(la)
+    assert torch.allclose(la[[index[tuple(c)] for c in b["cells"].tolist()]], lb, atol=1e-6)
+
+
+def test_banded_attention_under_bf16_autocast_stays_near_fp32():
+    """bf16 runs the two projections in bf16 and the band softmax in fp32: outputs and
+    gradients stay within bf16 rounding of the fp32 ones, in fp32 dtypes for the weights."""
+    torch.manual_seed(3)
+    att = BandedAttention(40, 4, 3, block_cells=16)
+    lengths = torch.tensor([9, 5])
+    cells, _ = span_cells(lengths)
+    b, i, j = cells.unbind(1)
+    x = torch.randn(len(cells), 40, requires_grad=True)
+    probe = torch.randn(len(cells), 40)
+    ref = att(x, b * 9 + i)
+    ref_grads = torch.autograd.grad((ref * probe).sum(), [x, *att.parameters()])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = att(x, b * 9 + i)
+    grads = torch.autograd.grad((out.float() * probe).sum(), [x, *att.parameters()])
+    assert (out.float() - ref).abs().max() < 0.05 * ref.abs().max()
+    for g, r, p in zip(grads, ref_grads, [x, *att.parameters()]):
+        assert g.dtype == p.dtype
+        assert (g - r).norm() < 0.05 * r.norm()
+
+
 # --- loss (faults 2, 3, 5) --------------------------------------------------------------------
 
 def test_collate_keeps_labels_sparse(make):
@@ -138,10 +187,13 @@ def test_collate_keeps_labels_sparse(make):
     assert big == [], f"dense per-cell tensors built at collate time: {big}"
 
 
-def test_loss_targets_sit_on_the_gold_cells(make):
-    model = make().eval()
+@pytest.mark.parametrize("width", [None, 2])
+def test_loss_targets_sit_on_the_gold_cells(make, width):
+    model = make(max_span_length=width).eval()
     batch = model.collate(samples())
     gold = {(b, s, e, c) for b, s, e, c in batch["spans"].tolist()}
+    wide = sum(1 for s in samples() for sp in s.spans if width and sp.end - sp.start > width)
+    assert len(gold) == sum(len(s.spans) for s in samples()) - wide
     logits = torch.full((len(batch["cells"]), len(model.channel_names)), -30.0)
     for n, (b, i, j) in enumerate(batch["cells"].tolist()):
         for c in range(logits.shape[1]):

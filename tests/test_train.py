@@ -206,7 +206,7 @@ def scripted_evaluation(monkeypatch, dev_f1):
     of the weights it scored."""
     calls = []
 
-    def fake(model, samples, batch_size, device):
+    def fake(model, samples, batch_size, device, precision):
         split = samples[0].id.split("-")[0]
         n_dev = sum(1 for c in calls if c[0] == "dev")
         calls.append((split, {k: v.clone() for k, v in model.state_dict().items()}))
@@ -275,6 +275,10 @@ def test_long_training_sentences_become_windows_without_losing_spans(toy):
     ({"data": {"train_file": None, "dev_file": None}}, r"needs data.dataset .* or data.train_file"),
     ({"data": {"dev_file": None}}, r"dev_file is required"),
     ({"data": {"extension_weight_rule": "loud"}}, r"extension_weight_rule"),
+    ({"train": {"precision": "fp16"}}, r"train.precision.*one of"),
+    ({"model": {"freeze_layers": -1}}, r"freeze_layers must be >= 0"),
+    ({"model": {"max_span_length": 0}}, r"max_span_length must be >= 1"),
+    ({"model": {"max_span_length": "16"}}, r"max_span_length.*int or null"),
 ])
 def test_bad_config_is_refused_with_the_key_named(toy, change, message):
     config = toy_config(toy)
@@ -317,3 +321,80 @@ def test_a_train_file_beside_a_dataset_replaces_only_its_train_split(mirror, tmp
 def test_shipped_training_configs_are_valid(name):
     config = load_config(REPO_ROOT / "configs" / name)
     assert config["data"]["dataset"] == "weibo"
+
+
+# --- precision and frozen encoder parts -------------------------------------------------------
+
+FAST = {"precision": "bf16"}
+FROZEN = {"freeze_embeddings": True, "freeze_layers": 1, "max_span_length": 4}
+
+
+def fast_config(toy, epochs=3, **train_opts):
+    config = toy_config(toy, epochs=epochs, **FAST, **train_opts)
+    config["model"].update(FROZEN)
+    return config
+
+
+@pytest.fixture(scope="module")
+def fast_run(toy, tmp_path_factory):
+    root = tmp_path_factory.mktemp("fast")
+    return root / "run", train(fast_config(toy), root / "run", progress=False)
+
+
+def test_bf16_with_frozen_layers_reruns_and_resumes_bit_identically(toy, fast_run, tmp_path):
+    """The promise of fp32 holds in bf16 with a frozen, cached bottom layer: the same seed
+    gives the same weights and scores, and a run stopped after epoch 1 (its frozen-layer
+    cache gone with the process state) resumes to exactly the uninterrupted result."""
+    run_dir, reference = fast_run
+    assert reference["precision"] == "bf16"
+    again = train(fast_config(toy), tmp_path / "again", progress=False)
+    assert again["dev"] == reference["dev"] and again["test"] == reference["test"]
+    assert same_weights(weights(tmp_path / "again"), weights(run_dir))
+    partial = train(fast_config(toy), tmp_path / "resumed", progress=False, stop_after=1)
+    assert partial["complete"] is False
+    resumed = train(fast_config(toy), tmp_path / "resumed", progress=False)
+    assert resumed["dev"] == reference["dev"] and resumed["test"] == reference["test"]
+    assert same_weights(weights(tmp_path / "resumed"), weights(run_dir))
+    fp32 = train(toy_config(toy, epochs=3), tmp_path / "fp32", progress=False)
+    assert fp32["precision"] == "fp32" and fp32["frozen"] == {}
+
+
+def test_checkpoints_hold_only_trained_tensors_and_the_frozen_hash(toy, fast_run):
+    from knowfree.predict import Predictor, tensors_sha256
+    run_dir, metrics = fast_run
+    saved = weights(run_dir)
+    predictor = Predictor.load(run_dir)
+    frozen = {n for n, p in predictor.model.named_parameters() if not p.requires_grad}
+    assert frozen and not frozen & set(saved)
+    assert set(saved) | frozen == set(predictor.model.state_dict())
+    assert "encoder.backbone.embeddings.word_embeddings.weight" in frozen
+    assert any(".layer.0." in n for n in frozen) and not any(".layer.1." in n for n in frozen)
+    params = dict(predictor.model.named_parameters())
+    assert metrics["frozen"]["frozen_sha256"] == tensors_sha256({n: params[n] for n in frozen})
+    assert metrics["parameters"]["frozen"] == sum(params[n].numel() for n in frozen)
+    # the loaded run scores test as the trainer did, in the run's own precision
+    assert predictor.precision == "bf16"
+    test = formats_read(toy[0] / "test.jsonl")
+    from knowfree.metrics import evaluate
+    assert evaluate(test, predictor.predict_samples(test)).as_dict()["f1"] == metrics["test"]["f1"]
+
+
+def test_a_run_on_other_frozen_weights_is_refused(toy, fast_run, tmp_path):
+    """The frozen tensors are not in the run folder: loading it on top of an encoder with other
+    weights would mix them silently; the recorded sha256 refuses it."""
+    import shutil
+    from knowfree.errors import InputError
+    from knowfree.predict import Predictor
+    run_dir, _ = fast_run
+    other = build_tiny_encoder(tmp_path / "other", [FILLER + "".join(PEOPLE + PLACES)], seed=7)
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    spec = json.loads((copy / "encoder.json").read_text())
+    (copy / "encoder.json").write_text(json.dumps({**spec, "name": other}))
+    with pytest.raises(InputError, match="frozen encoder weights"):
+        Predictor.load(copy)
+
+
+def formats_read(path):
+    from knowfree.data import formats
+    return formats.read(path, "jsonl").samples

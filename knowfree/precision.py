@@ -1,0 +1,49 @@
+"""Compute precision of training and prediction: ``fp32``, ``bf16`` or ``auto``.
+
+``bf16`` runs the matrix products of the encoder and the span head under
+``torch.autocast(dtype=torch.bfloat16)``; master weights, optimizer state, the loss (sigmoid /
+BCE, cross-entropy, CRF), label grids, decoding and metrics stay in float32. On a CPU with
+``avx512_bf16`` (or AMX) a bf16 matmul runs about 5x faster than an fp32 one
+(``benchmarks/bench_train.py`` measures it beside every training row). ``auto`` is bf16 where
+the device does bf16 in hardware (such a CPU, or a GPU that supports it), else fp32.
+
+On CPU, reruns stay bit-identical in every precision: oneDNN's bf16 kernels are deterministic
+for a fixed thread count, like the fp32 ones.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from knowfree.errors import ConfigError
+
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU computes bf16 matmuls in hardware (avx512_bf16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve(precision: str, device: torch.device | str) -> str:
+    """``fp32`` or ``bf16``: what ``precision`` means on ``device``."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+
+def autocast(precision: str, device: torch.device | str):
+    """The context the model's forward runs in: bf16 autocast, or nothing for fp32."""
+    device = torch.device(device)
+    if resolve(precision, device) == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
