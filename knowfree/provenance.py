@@ -88,6 +88,10 @@ def git_commit(short: bool = False) -> str:
     told = os.environ.get("KNOWFREE_GIT_COMMIT")
     if told:
         return f"{told} (KNOWFREE_GIT_COMMIT)"
+    # set by `reproduce` for the notebooks it runs: the state when the whole run started
+    run = os.environ.get("KNOWFREE_RUN_COMMIT")
+    if run:
+        return run
     try:
         rev = subprocess.run(["git", "rev-parse", "--short" if short else "HEAD"], cwd=REPO_ROOT,
                              capture_output=True, text=True, check=True).stdout.strip()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import os
 import sys
 import time
 from pathlib import Path
@@ -86,8 +87,12 @@ def execute(params: P.Params, steps: list[dict], command: str) -> int:
     out = run_dir(params.run_name)
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    # the commit and its dirty state are taken once, now: the notebooks write tracked tables
+    # under results/, and a later notebook must not read its predecessors' output as dirt
+    commit = git_commit()
+    os.environ["KNOWFREE_RUN_COMMIT"] = commit
     manifest = {"params_file": params.source, "params_hash": params.hash, "command": command,
-                "git_commit": git_commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "git_commit": commit, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "notebooks": {}}
     status = 0
     for step in steps:
