@@ -11,8 +11,8 @@ The first failing notebook stops the run, and a failed run is not recorded in th
 from __future__ import annotations
 
 import argparse
-import shlex
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
