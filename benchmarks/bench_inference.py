@@ -80,6 +80,7 @@ from knowfree.data.schema import LabelSchema  # noqa: E402
 from knowfree import encoder as encoder_mod  # noqa: E402
 from knowfree.model import ModelConfig, build_model  # noqa: E402
 from knowfree.precision import autocast  # noqa: E402
+from knowfree.provenance import git_commit  # noqa: E402
 
 STAGES = ("collate", "encoder", "head", "decode")
 
@@ -407,7 +408,8 @@ def main(argv=None) -> int:
         rows += spin
     extra = {"load_start": load_start, "machine": info, "gold": gold, "need": need, "terms": terms,
              "calibrated": calibrated, "window_cpu": window_cpu, "mm": mm, "prof": prof,
-             "elapsed": time.perf_counter() - start_wall}
+             "elapsed": time.perf_counter() - start_wall, "commit": git_commit(),
+             "argv": sys.argv[1:] if argv is None else list(argv)}
     write(rows, extra, args)
     return 0
 
@@ -457,7 +459,7 @@ def write(rows: list[dict], x: dict, args) -> None:
     lines += [
         "",
         f"Best: {100 * best['fraction_cpu']:.0f} % of the bound ({best['threads']} thread(s), batch "
-        f"{best['batch']}); the target of {100 * args.target:.0f} % (issue 3) {verdict}.",
+        f"{best['batch']}); the target of {100 * args.target:.0f} % {verdict}.",
         "",
         "**fraction (CPU)** = (needed FLOPs / CPU time of the pass) / (matmul FLOPs / CPU time of "
         "the matmul), both at the same thread count: the headline, because CPU time counts only "
@@ -532,7 +534,8 @@ def write(rows: list[dict], x: dict, args) -> None:
                   "| --- | --- | ---: | ---: |"]
         for (stage, name), v in prof["ops"]:
             lines.append(f"| {stage} | {name} | {v / 1e3:.0f} | {pct(v, tot)} |")
-    lines += ["", f"Method: benchmarks/bench_inference.py; whole run {x['elapsed']:.0f} s wall."]
+    lines += ["", f"Method: `python benchmarks/bench_inference.py {' '.join(x['argv'])}` at {x['commit']}; "
+              f"whole run {x['elapsed']:.0f} s wall."]
     text = "\n".join(lines) + "\n"
     atomic_write_bytes(args.out / f"inference{suffix(args)}.md", text.encode())
     print(text)

@@ -45,7 +45,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("KNOWFREE_DATA_MIRROR", str(ROOT.parent / "shared" / "datasets"))
 
-from bench_inference import batch_flops, encoder_flops, head_terms, machine  # noqa: E402
+from bench_inference import batch_flops, head_terms, machine  # noqa: E402
+from bench_inference import matmul_rate as inference_matmul_rate  # noqa: E402
+
+from knowfree.provenance import git_commit  # noqa: E402
 
 # name: (precision, freeze_embeddings, freeze_layers, max_span_length)
 VARIANTS = {
@@ -61,15 +64,7 @@ VARIANTS = {
 
 def matmul_rate(n: int, seconds: float, dtype: torch.dtype) -> float:
     """Sustained matmul GFLOP per CPU-second at the current thread count."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    out = torch.empty(n, n, dtype=dtype)
-    for _ in range(3):
-        torch.matmul(a, b, out=out)
-    reps, c0, w0 = 0, time.process_time(), time.perf_counter()
-    while reps < 5 or time.perf_counter() - w0 < seconds:
-        torch.matmul(a, b, out=out)
-        reps += 1
-    return 2.0 * n ** 3 * reps / (time.process_time() - c0) / 1e9
+    return inference_matmul_rate(n, seconds, dtype)[0]
 
 
 def child(name: str, steps: int | None, n_epochs: int) -> dict:
@@ -213,7 +208,9 @@ def write_md(df, args, info, load_start, fp32_rate, bf16_rate, rates) -> None:
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['mem_gib']:.0f} GiB, torch {info['torch']}, "
         f"1 thread; load average at start {', '.join(f'{x:.2f}' for x in load_start)}. "
         f"Produced by `python benchmarks/bench_train.py{' --steps ' + str(args.steps) if args.steps else ''}` "
-        f"in one run ({time.strftime('%Y-%m-%d', time.gmtime())}); times are process CPU seconds.",
+        f"at {git_commit()} in one run ({time.strftime('%Y-%m-%d', time.gmtime())}); times are process "
+        f"CPU seconds of the last of {args.epochs} epochs per variant (the first epoch, which also fills "
+        "caches, is in the CSV).",
         "",
         f"Sustained matmul ({args.matmul_size}x{args.matmul_size}, 1 thread, before / after the variants): "
         f"fp32 {rates['fp32'][0]:.0f} / {rates['fp32'][1]:.0f} GFLOP/s, bf16 {rates['bf16'][0]:.0f} / "
