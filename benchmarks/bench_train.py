@@ -233,7 +233,7 @@ def write_md(df, args, info, load_start, fp32_rate, bf16_rate, rates) -> None:
             f"{r['checkpoint_selected_mib']:.0f} / {r['checkpoint_resumable_mib']:.0f} | "
             f"{x(r['checkpoint_smaller_x'])} | {r['params_trained_m']:.1f} / {r['params_frozen_m']:.1f} | "
             f"{100 * r['fraction_of_bf16_bound']:.0f} % |")
-    lines += ["", "Columns: `train.csv` beside this file (also wall seconds, the first step's CPU "
+    lines += ["", "Columns: `train.csv` beside this file (also wall seconds, the first epoch's CPU "
               "time, GFLOP per step and the fraction of the fp32 bound)."]
     (args.out / "train.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
