@@ -18,7 +18,7 @@ which a trained model never does. So the untrained classifier's target biases ar
 one constant (argmax unchanged), chosen on the warm-up pass so that about as many cells pass
 the threshold as the test set has gold spans; the number that passed is reported.
 
-FLOP bound (REFERENCE section 4). FLOPs the model must do, counted per sentence from the
+FLOP bound. FLOPs the model must do, counted per sentence from the
 configs, 2 FLOPs per multiply-add, matrix products only (layer norms, GELU, softmax, adds and
 gathers are not counted: they are what a perfect implementation hides under the products):
 
@@ -102,7 +102,7 @@ def head_terms(cfg: ModelConfig, hidden: int, labels: int) -> dict[str, float]:
         "token": 2.0 * (2 * hidden * c + k * d ** 3 + 2 * c * c),
         "cell_biaffine": 2.0 * c * d,
         "cell_rest": 2.0 * ((4 * c * c + 2 * (2 * w + 1) * c if attention else 0) + c * labels),
-        # REFERENCE section 4's straightforward form: an affine Linear over the 2C + 2 + E
+        # the straightforward form (as the authors' code computes it): an affine Linear over the 2C + 2 + E
         # concatenation for every cell (the model splits it into per-token terms)
         "cell_straightforward_affine": 2.0 * (2 * c + 2 + cfg.size_embedding) * c,
     }
@@ -499,7 +499,7 @@ def write(rows: list[dict], x: dict, args) -> None:
         f"- Total {(need['encoder'] + need['head']) / 1e9:.1f} GFLOP, "
         f"{(need['encoder'] + need['head']) / n / 1e9:.2f} GFLOP per sentence; head share "
         f"{pct(need['head'], need['encoder'] + need['head'])}. Written the straightforward way "
-        f"(an affine Linear over the concatenation for every cell, REFERENCE section 4) the head "
+        f"(an affine Linear over the concatenation for every cell, as the authors' code does) the head "
         f"would add {need['straightforward_extra'] / 1e9:.1f} GFLOP that the model does not need; "
         "they are not counted.",
         "- Not counted: element-wise work (layer norms, GELU, softmax, adds), gathers, padding. "

@@ -11,7 +11,7 @@ full-width digits as it likes), then falls back to case-insensitive matching (co
 
 - Entities: EVERY occurrence of the string becomes a span, several spans may start at the
   same token, and one-token spans are kept. (The authors kept only the first span per start
-  and dropped single characters: REFERENCE section 2, fault 9.) Strings found nowhere are
+  and dropped single characters, so repeated and one-character entities were lost.) Strings found nowhere are
   hallucinations: dropped and counted.
 - Words of a POS answer cover the sentence in order, so they are aligned with a cursor: each
   word is looked for from the end of the previous aligned word onward, which puts a repeated
