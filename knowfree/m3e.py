@@ -24,7 +24,8 @@ zip and writes a normal Hugging Face folder:
     unknown one becomes one ``[UNK]`` covering only itself instead of swallowing the Latin
     letters or digits it touches (``★Minecraft``).
 
-  Rare CJK characters, emoji and scripts the vocabulary lacks (Hangul: m3e is Chinese and
+  U+FFFD, which BERT's cleaning would delete, is kept as one ``[UNK]``. Rare CJK
+  characters, emoji and scripts the vocabulary lacks (Hangul: m3e is Chinese and
   English only) remain ``[UNK]``, one per character, on that character's offsets.
 
 Licence: the wheel's metadata says MIT, its LICENSE file holds the Apache-2.0 text, and the
@@ -60,7 +61,7 @@ M3E_LICENCE = ("non-commercial research use only (M3E model card); the embedding
 WHEEL_ENV = "KNOWFREE_M3E_WHEEL"
 
 # Bumped whenever the conversion changes, so that an older cached folder is rebuilt.
-M3E_FORMAT_VERSION = 1
+M3E_FORMAT_VERSION = 2
 META_FILE = "knowfree_encoder.json"
 
 # Typographic characters the vocabulary lacks -> the ASCII it has. Only these; NFKC would
@@ -73,6 +74,10 @@ FOLD = {
     "...": "…",
     "..": "‥",
 }
+
+# BERT's text cleaning deletes U+FFFD, so a sentence of torn characters (Weibo has one) would
+# have no piece at all; as U+FFFC, a symbol outside the vocabulary, each stays one [UNK].
+REPLACEMENT_CHARACTER = {"\ufffd": "\ufffc"}
 
 # Symbols (Unicode S*: emoji, stars, arrows, ...) become words of their own.
 _SYMBOL = r"\p{S}"
@@ -149,7 +154,8 @@ def m3e_tokenizer(tokenizer_json: str):
     from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
 
     tok = Tokenizer.from_str(tokenizer_json)
-    steps = [normalizers.Replace(Regex("[" + "".join(f"\\x{{{ord(c):X}}}" for c in chars) + "]"), target)
+    steps = [normalizers.Replace(a, b) for a, b in REPLACEMENT_CHARACTER.items()]
+    steps += [normalizers.Replace(Regex("[" + "".join(f"\\x{{{ord(c):X}}}" for c in chars) + "]"), target)
              for target, chars in FOLD.items()]
     steps.append(normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
                                             strip_accents=True, lowercase=True))
