@@ -6,11 +6,12 @@ from pathlib import Path
 import pytest
 
 # Tests must never write into the user's cache: each test session gets a temp cache. The
-# immutable, checksum-verified artefacts (converted encoders, assembled GGUF models) are
-# linked in from the real cache so that they are built once per machine, not once per run.
+# immutable, checksum-verified artefacts (converted encoders, assembled GGUF models, the
+# downloaded model wheels) are linked in from the real cache so that they are built once per
+# machine, not once per run.
 _real_cache = Path(os.environ.get("KNOWFREE_CACHE", Path.home() / ".cache" / "knowfree"))
 _test_cache = Path(tempfile.mkdtemp(prefix="knowfree-test-cache-"))
-for _shared in ("encoders", "gguf"):
+for _shared in ("encoders", "gguf", "wheels"):
     (_real_cache / _shared).mkdir(parents=True, exist_ok=True)
     (_test_cache / _shared).symlink_to(_real_cache / _shared, target_is_directory=True)
 os.environ["KNOWFREE_CACHE"] = str(_test_cache)
