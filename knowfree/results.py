@@ -205,6 +205,7 @@ OTHER_PRODUCERS = {
                                         "--out results/sweeps/knowledge_weibo_k250_cpu --jobs 2 "
                                         "--table results/tables/knowledge_weibo_k250_cpu (2 CPU cores)",
     "sweeps/knowledge_weibo_k250_cpu/": "the same sweep",
+    "tables/vocab_coverage.": "python scripts/vocab_coverage.py --out results/tables/vocab_coverage",
 }
 
 _README_HEAD = """# Results
