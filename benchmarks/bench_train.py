@@ -22,6 +22,15 @@ bf16 matmul rate: what share of the machine's best matrix throughput the step tu
 model's own products.
 
     python benchmarks/bench_train.py [--variants fp32 bf16 bf16-frozen-emb ...] [--steps N]
+
+``--encoders A B ...`` runs every variant on each encoder (rows carry the encoder; the speed-up
+is against the same encoder's fp32 row) and writes ``train_encoders.{csv,md}`` instead:
+
+    python benchmarks/bench_train.py --encoders e5-small-offline m3e-small-offline \
+        qwen2.5-0.5b-offline --variants bf16-frozen-emb-w16
+
+The FLOP count (and so the fraction of the bound) is BERT's layer layout; it is left empty for
+other families (Qwen2's grouped-query attention and gated MLP differ).
 """
 from __future__ import annotations
 
@@ -67,7 +76,10 @@ def matmul_rate(n: int, seconds: float, dtype: torch.dtype) -> float:
     return inference_matmul_rate(n, seconds, dtype)[0]
 
 
-def child(name: str, steps: int | None, n_epochs: int) -> dict:
+DEFAULT_ENCODER = "e5-small-offline"
+
+
+def child(name: str, steps: int | None, n_epochs: int, encoder: str = DEFAULT_ENCODER) -> dict:
     """One variant: an epoch of training steps, then the checkpoint files it would write."""
     from knowfree.data.registry import load_dataset
     from knowfree.data.sampling import k_sentences
@@ -82,7 +94,8 @@ def child(name: str, steps: int | None, n_epochs: int) -> dict:
     train = k_sentences(data["train"], 250, seed=42, dataset="weibo", split="train").select(data["train"])
     schema = LabelSchema.from_samples(train, targets=sorted({sp.label for s in data["train"] for sp in s.targets()}))
     seed_everything(0)
-    cfg = ModelConfig(freeze_embeddings=freeze_emb, freeze_layers=freeze_layers, max_span_length=width)
+    cfg = ModelConfig(encoder=encoder, freeze_embeddings=freeze_emb, freeze_layers=freeze_layers,
+                      max_span_length=width)
     model = build_model(cfg, schema)
     model.train()
     optimizer = torch.optim.AdamW(model.param_groups(5e-5, 1e-3, 0.01), fused=True)
@@ -128,8 +141,9 @@ def child(name: str, steps: int | None, n_epochs: int) -> dict:
         resumable = sum(p.stat().st_size for p in run.ckpt.iterdir() if p.name != "last.json")
     n = len(batches)
     first = per_epoch[0][1]
+    bert = bcfg.model_type == "bert"
     return {
-        "variant": name, "precision": precision, "freeze_embeddings": freeze_emb,
+        "variant": name, "encoder": encoder, "precision": precision, "freeze_embeddings": freeze_emb,
         "freeze_layers": freeze_layers, "max_span_length": width, "steps": n, "epochs": len(per_epoch),
         "cpu_s_per_step": sum(cpu) / n, "wall_s_per_step": sum(wall) / n,
         "cpu_s_per_epoch": sum(cpu) * 32 / n, "wall_s_per_epoch": sum(wall) * 32 / n,
@@ -137,8 +151,8 @@ def child(name: str, steps: int | None, n_epochs: int) -> dict:
         # frozen layers' cache being filled
         "first_epoch_cpu_s": sum(first) * 32 / len(first),
         "frozen_cache_mib": model.encoder.frozen_cache["bytes"] / 2 ** 20,
-        "gflop_per_step": flops / n / 1e9,
-        "gflop_per_cpu_s": flops / sum(cpu) / 1e9,
+        "gflop_per_step": flops / n / 1e9 if bert else None,
+        "gflop_per_cpu_s": flops / sum(cpu) / 1e9 if bert else None,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "checkpoint_selected_mib": selected / 2 ** 20,
         "checkpoint_resumable_mib": resumable / 2 ** 20,
@@ -156,11 +170,16 @@ def main(argv=None) -> int:
     ap.add_argument("--matmul-size", type=int, default=1024)
     ap.add_argument("--matmul-seconds", type=float, default=2.0)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks")
+    ap.add_argument("--encoders", nargs="+", default=None,
+                    help=f"encoders to compare (default: {DEFAULT_ENCODER} only, into train.*)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--child-encoder", default=DEFAULT_ENCODER, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.steps, args.epochs)))
+        print(json.dumps(child(args.child, args.steps, args.epochs, args.child_encoder)))
         return 0
+    stem = "train_encoders" if args.encoders else "train"
+    encoders = args.encoders or [DEFAULT_ENCODER]
 
     import pandas as pd
 
@@ -171,43 +190,46 @@ def main(argv=None) -> int:
     rates = {"fp32": [matmul_rate(args.matmul_size, args.matmul_seconds, torch.float32)],
              "bf16": [matmul_rate(args.matmul_size, args.matmul_seconds, torch.bfloat16)]}
     rows = []
-    for name in args.variants:
-        cmd = [sys.executable, __file__, "--child", name, "--epochs", str(args.epochs)]
+    for encoder, name in [(e, v) for e in encoders for v in args.variants]:
+        cmd = [sys.executable, __file__, "--child", name, "--epochs", str(args.epochs),
+               "--child-encoder", encoder]
         cmd += ["--steps", str(args.steps)] if args.steps else []
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode:
             print(proc.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"variant {name} failed")
+            raise SystemExit(f"variant {name} on {encoder} failed")
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         rows.append(row)
-        print(f"{name}: {row['cpu_s_per_step']:.3f} CPU-s/step, {row['cpu_s_per_epoch']:.1f} CPU-s/epoch, "
+        print(f"{encoder} {name}: {row['cpu_s_per_step']:.3f} CPU-s/step, {row['cpu_s_per_epoch']:.1f} CPU-s/epoch, "
               f"peak RSS {row['peak_rss_mib']:.0f} MiB, checkpoint {row['checkpoint_selected_mib']:.0f} MiB",
               flush=True)
     rates["fp32"].append(matmul_rate(args.matmul_size, args.matmul_seconds, torch.float32))
     rates["bf16"].append(matmul_rate(args.matmul_size, args.matmul_seconds, torch.bfloat16))
     fp32_rate, bf16_rate = (sum(v) / len(v) for v in (rates["fp32"], rates["bf16"]))
-    base = next((r for r in rows if r["variant"] == "fp32"), None)
     for r in rows:
+        base = next((b for b in rows if b["variant"] == "fp32" and b["encoder"] == r["encoder"]), None)
         r["speedup_vs_fp32_epoch"] = base["cpu_s_per_epoch"] / r["cpu_s_per_epoch"] if base else None
         r["checkpoint_smaller_x"] = (base["checkpoint_selected_mib"] / r["checkpoint_selected_mib"]
                                      if base else None)
-        r["fraction_of_bf16_bound"] = r["gflop_per_cpu_s"] / bf16_rate
-        r["fraction_of_fp32_bound"] = r["gflop_per_cpu_s"] / fp32_rate
+        rate = r["gflop_per_cpu_s"]
+        r["fraction_of_bf16_bound"] = rate / bf16_rate if rate is not None else None
+        r["fraction_of_fp32_bound"] = rate / fp32_rate if rate is not None else None
     df = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    df.to_csv(args.out / "train.csv", index=False, float_format="%.4g")
-    write_md(df, args, info, load_start, fp32_rate, bf16_rate, rates)
-    print(f"wrote {args.out / 'train.csv'} and train.md")
+    df.to_csv(args.out / f"{stem}.csv", index=False, float_format="%.4g")
+    write_md(df, args, info, load_start, fp32_rate, bf16_rate, rates, stem, encoders)
+    print(f"wrote {args.out / stem}.csv and {stem}.md")
     return 0
 
 
-def write_md(df, args, info, load_start, fp32_rate, bf16_rate, rates) -> None:
+def write_md(df, args, info, load_start, fp32_rate, bf16_rate, rates, stem, encoders) -> None:
     lines = [
         "# Training speed per precision and freezing setting",
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['mem_gib']:.0f} GiB, torch {info['torch']}, "
         f"1 thread; load average at start {', '.join(f'{x:.2f}' for x in load_start)}. "
-        f"Produced by `python benchmarks/bench_train.py{' --steps ' + str(args.steps) if args.steps else ''}` "
+        f"Produced by `python benchmarks/bench_train.py{' --steps ' + str(args.steps) if args.steps else ''}"
+        f"{' --encoders ' + ' '.join(encoders) + ' --variants ' + ' '.join(args.variants) if args.encoders else ''}` "
         f"at {git_commit()} in one run ({time.strftime('%Y-%m-%d', time.gmtime())}); times are process "
         f"CPU seconds of the last of {args.epochs} epochs per variant (the first epoch, which also fills "
         "caches, is in the CSV).",
@@ -216,26 +238,29 @@ def write_md(df, args, info, load_start, fp32_rate, bf16_rate, rates) -> None:
         f"fp32 {rates['fp32'][0]:.0f} / {rates['fp32'][1]:.0f} GFLOP/s, bf16 {rates['bf16'][0]:.0f} / "
         f"{rates['bf16'][1]:.0f} GFLOP/s (bf16 bound = {bf16_rate / fp32_rate:.1f}x the fp32 one).",
         "",
-        "Weibo K=250, KnowFREE head, e5-small-offline, batch 8, one epoch (32 steps) per variant, "
+        f"Weibo K=250, KnowFREE head, {', '.join(encoders)}, batch 8, one epoch (32 steps) per variant, "
         "each in its own process.",
         "",
-        "| variant | CPU s / step | CPU s / epoch | speed-up vs fp32 | peak RSS MiB | checkpoint MiB "
+        "| encoder | variant | CPU s / step | CPU s / epoch | speed-up vs fp32 | peak RSS MiB | checkpoint MiB "
         "(selected / resumable) | smaller | trained / frozen M params | of bf16 bound |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     def x(v):
         return "n/a" if v is None or v != v else f"{v:.2f}x"
 
+    def pct(v):
+        return "n/a" if v is None or v != v else f"{100 * v:.0f} %"
+
     for r in df.to_dict("records"):
         lines.append(
-            f"| {r['variant']} | {r['cpu_s_per_step']:.3f} | {r['cpu_s_per_epoch']:.1f} | "
+            f"| {r['encoder']} | {r['variant']} | {r['cpu_s_per_step']:.3f} | {r['cpu_s_per_epoch']:.1f} | "
             f"{x(r['speedup_vs_fp32_epoch'])} | {r['peak_rss_mib']:.0f} | "
             f"{r['checkpoint_selected_mib']:.0f} / {r['checkpoint_resumable_mib']:.0f} | "
             f"{x(r['checkpoint_smaller_x'])} | {r['params_trained_m']:.1f} / {r['params_frozen_m']:.1f} | "
-            f"{100 * r['fraction_of_bf16_bound']:.0f} % |")
-    lines += ["", "Columns: `train.csv` beside this file (also wall seconds, the first epoch's CPU "
+            f"{pct(r['fraction_of_bf16_bound'])} |")
+    lines += ["", f"Columns: `{stem}.csv` beside this file (also wall seconds, the first epoch's CPU "
               "time, GFLOP per step and the fraction of the fp32 bound)."]
-    (args.out / "train.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
