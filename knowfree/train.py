@@ -387,8 +387,11 @@ def write_weights(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) 
     atomic_write_bytes(path, safetensors_bytes(tensors, {k: str(v) for k, v in metadata.items()}))
 
 
-def save_weights(model, path: Path, **metadata) -> None:
-    write_weights(path, weight_tensors(model), {**metadata, **frozen_reference(model)})
+def save_weights(model, path: Path, frozen_ref: dict | None = None, **metadata) -> None:
+    """``frozen_ref``: the run's ``frozen_reference(model)``, computed once by the trainer
+    (hashing the frozen tensors takes ~1 s per checkpoint with e5-small); None computes it."""
+    frozen_ref = frozen_reference(model) if frozen_ref is None else frozen_ref
+    write_weights(path, weight_tensors(model), {**metadata, **frozen_ref})
 
 
 class RunDir:
@@ -407,11 +410,11 @@ class RunDir:
         p = self.path / name
         return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
 
-    def save_last(self, model, state: dict) -> None:
+    def save_last(self, model, state: dict, frozen_ref: dict | None = None) -> None:
         epoch = state["epoch"]
         weights = self.ckpt / f"last-{epoch:04d}.safetensors"
         state_file = self.ckpt / f"state-{epoch:04d}.pt"
-        save_weights(model, weights, epoch=epoch)
+        save_weights(model, weights, frozen_ref, epoch=epoch)
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(state_file, buf.getvalue())
@@ -652,7 +655,7 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None) -> dic
             run.save_last(model, {"epoch": epoch, "optimizer": optimizer.state_dict(),
                                   "scheduler": scheduler.state_dict(), "rng": _rng_state(gen),
                                   "history": history, "best": best, "finished": finished,
-                                  "config_hash": chash})
+                                  "config_hash": chash}, frozen_ref)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{row['train_loss']:.4f}", dev_f1=row.get("dev_f1", "-"),
