@@ -265,10 +265,31 @@ def missing_set_reason(train_set: str, knowledge: str) -> str:
             "on synthesises")
 
 
+def init_for(train_set: str, head: str, extensions: bool, knowledge: Knowledge | None,
+             P: Mapping[str, Any]) -> str | None:
+    """The run folder a training starts from under ``syn_init``, or None (the pretrained encoder).
+
+    ``syn_init: fusion`` continues a syn_fusion run from the model that pseudo-labelled its
+    synthetic sentences: the KnowFREE head with extension labels, trained on this setting's
+    fusion set (seed: the notebook's first). Runs with another head or without extension
+    channels have another architecture and start from the encoder."""
+    if P.get("syn_init") != "fusion" or train_set != "syn_fusion" or knowledge is None:
+        return None
+    if (head, extensions) != ("knowfree", True):
+        return None
+    synthesis = knowledge.stats.get("synthesis") or {}
+    run_dir = (synthesis.get("pseudo_label") or {}).get("run_dir")
+    if not run_dir:
+        raise ValueError("syn_init='fusion' needs the pseudo-label model of explanation synthesis, "
+                         "and this augmentation has none (fix: synthesis=True with llm knowledge)")
+    return run_dir
+
+
 def train_config(setting: Setting, train_file: Path, head: str, extensions: bool, *, seed: int,
-                 P: Mapping[str, Any]) -> dict:
-    """The trainer config of one run (knowfree.train.CONFIG_SCHEMA) from notebook parameters."""
-    return {
+                 P: Mapping[str, Any], init_from: str | None = None) -> dict:
+    """The trainer config of one run (knowfree.train.CONFIG_SCHEMA) from notebook parameters;
+    ``init_from``: a run folder to start from (``init_for``)."""
+    config = {
         "data": {"train_file": str(train_file), "dev_file": str(setting.file("dev")),
                  "test_file": str(setting.file("test")), "format": "jsonl"},
         "model": {"head": head, "encoder": encoder_path(P["encoder"], setting),
@@ -280,6 +301,9 @@ def train_config(setting: Setting, train_file: Path, head: str, extensions: bool
                   "eval_every": P["eval_every"], "precision": P["precision"]},
         "output": {"keep_last": False},
     }
+    if init_from is not None:
+        config["train"]["init_from"] = str(init_from)
+    return config
 
 
 def train_run(config: dict, work_dir: Path, label: str, keep_weights: bool = True,
@@ -338,8 +362,9 @@ def grid(datasets: list[str], P: Mapping[str, Any], work_dir: Path, progress: bo
                                     "reason": missing_set_reason(train_set, P["knowledge"])})
                     continue
                 path, samples = chosen
+                init = init_for(train_set, head, extensions, know, P)
                 for seed in P["seeds"]:
-                    config = train_config(setting, path, head, extensions, seed=seed, P=P)
+                    config = train_config(setting, path, head, extensions, seed=seed, P=P, init_from=init)
                     metrics = train_run(config, work_dir, run_label(setting, train_set, head, seed),
                                         keep_weights=False, progress=progress)
                     rows.append({"dataset": dataset, "k": k, "variant": variant, "seed": seed,
@@ -347,7 +372,8 @@ def grid(datasets: list[str], P: Mapping[str, Any], work_dir: Path, progress: bo
                                  "data_hashes": data_hashes({**hashes, "train": hash_samples(samples)}),
                                  "encoder": P["encoder"],
                                  "knowledge": know.source if train_set != "gold" else "none",
-                                 "llm": describe_llm(P) if train_set != "gold" else "none"})
+                                 "llm": describe_llm(P) if train_set != "gold" else "none",
+                                 "init": "fusion model" if init else "pretrained"})
     if not rows:
         raise ValueError("no variant could run: " + "; ".join(
             f"{s['variant']} ({s['dataset']}, K={s['k']}) {s['reason']}" for s in skipped))

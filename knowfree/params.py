@@ -90,6 +90,10 @@ KEYS: dict[str, Key] = {
     "llm_cache": Key("str", "response cache folder; '' means data/cache/llm/<dataset>-k<k>-s<sample_seed>"),
     "synthesis": Key("bool", "with llm or both knowledge, also synthesise explanation sentences "
                              "(syn_fusion); false: label extension only"),
+    "syn_init": Key("str", "what a syn_fusion run starts from: 'pretrained' (the encoder alone) or "
+                           "'fusion' (the selected weights of the fusion-set model that "
+                           "pseudo-labelled the synthetic sentences, as in the paper's workflow)",
+                    choices=("pretrained", "fusion")),
     "epochs": Key("int", "training epochs", minimum=1),
     "batch_size": Key("int", "training batch size", minimum=1),
     "encoder_lr": Key("float", "learning rate of the encoder", minimum=0),
@@ -121,9 +125,9 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "01_data_exploration": _WHERE + _DATA + ("n_show",),
     # the training keys serve the pseudo-label model of explanation synthesis (LLM knowledge)
     "02_llm_augmentation": _WHERE + _DATA + _KNOW + _TRAIN + ("seed", "n_show"),
-    "03_training": _WHERE + _DATA + _KNOW + _TRAIN + ("seed", "head", "train_set", "n_show"),
-    "04_ablations": _WHERE + ("dataset",) + _GRID + _KNOW + _TRAIN,
-    "05_cross_lingual": _WHERE + ("datasets",) + _GRID + _KNOW + _TRAIN,
+    "03_training": _WHERE + _DATA + _KNOW + ("syn_init",) + _TRAIN + ("seed", "head", "train_set", "n_show"),
+    "04_ablations": _WHERE + ("dataset",) + _GRID + _KNOW + ("syn_init",) + _TRAIN,
+    "05_cross_lingual": _WHERE + ("datasets",) + _GRID + _KNOW + ("syn_init",) + _TRAIN,
 }
 TOP_LEVEL = ("run_name", "shared", "notebooks")
 

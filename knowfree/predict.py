@@ -251,12 +251,14 @@ def weights_metadata(path: str | Path) -> dict:
         raise InputError(f"cannot read weights: {e}", where=str(path)) from None
 
 
-def load_weights(model, path: str | Path) -> dict:
+def load_weights(model, path: str | Path, remap=None) -> dict:
     """Load a safetensors checkpoint into ``model`` (on the model's device); returns its metadata.
 
     A checkpoint of a run with a frozen encoder part holds only the trained tensors and the
     sha256 of the frozen ones; those must already be in ``model`` (the pretrained encoder), and
-    a different encoder is refused rather than silently mixed with weights trained on another."""
+    a different encoder is refused rather than silently mixed with weights trained on another.
+    ``remap(state) -> state`` may rewrite the tensors first (``train.init_from`` maps the label
+    rows of another run's schema onto this one's)."""
     path = Path(path)
     device = next(model.parameters()).device
     try:
@@ -269,6 +271,8 @@ def load_weights(model, path: str | Path) -> dict:
         frozen = set(json.loads(metadata.get("frozen_tensors", "[]")))
     except ValueError:
         raise InputError("the checkpoint's frozen_tensors metadata is not JSON", where=str(path)) from None
+    if remap is not None:
+        state = remap(state)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if set(missing) != frozen or unexpected:
         missing = sorted(set(missing) - frozen)

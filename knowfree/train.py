@@ -113,6 +113,9 @@ CONFIG_SCHEMA: dict[str, dict[str, _Field]] = {
         # fp32 | bf16 | auto (bf16 where the device computes it in hardware): the forward of
         # encoder and head under bf16 autocast; loss, optimizer state and weights stay fp32
         "precision": _Field((str,), "fp32", check=(lambda v: v in PRECISIONS, f"one of {PRECISIONS}")),
+        # a finished run folder whose selected weights this run starts from (the paper's
+        # "continue training from the fusion model"); new optimizer and schedule
+        "init_from": _Field((str,), None, nullable=True),
     },
     "output": {
         "run_dir": _Field((str,), None, nullable=True),
@@ -211,7 +214,8 @@ def validate_config(config: dict) -> dict:
 # Keys added after runs were committed, at the value those runs had: left out of the hash when
 # they hold it, so that older run folders (whose config.json lacks them) keep their hash.
 _HASH_NEUTRAL = {("train", "precision"): "fp32", ("model", "freeze_embeddings"): False,
-                 ("model", "freeze_layers"): 0, ("model", "max_span_length"): None}
+                 ("model", "freeze_layers"): 0, ("model", "max_span_length"): None,
+                 ("train", "init_from"): None}
 
 
 def config_hash(config: dict) -> str:
@@ -385,6 +389,69 @@ def weight_tensors(model) -> dict[str, torch.Tensor]:
 def write_weights(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
     """Tensors as safetensors; metadata values as strings."""
     atomic_write_bytes(path, safetensors_bytes(tensors, {k: str(v) for k, v in metadata.items()}))
+
+
+# Model keys that may differ between a run and the run it starts from: they shape no tensor.
+_INIT_FREE_KEYS = ("dropout",)
+
+
+def init_from_run(model, source: str | Path, model_config: dict) -> dict:
+    """Load the selected weights of the finished run ``source`` into ``model``; returns what the
+    run's metrics record about it.
+
+    The architecture must be the same (every ``model`` key but dropout) and so must the target
+    labels. Extension labels are matched by name: a label of both runs keeps its output row, a
+    label new here keeps its fresh initialisation, a label only the source had is dropped; the
+    counts are returned, never silent."""
+    from knowfree.model import SpanModel
+
+    src = Path(source)
+    where = f"train.init_from={source}"
+    files = {name: src / name for name in ("config.json", "schema.json", "model.safetensors", "metrics.json")}
+    missing = [name for name, p in files.items() if not p.is_file()]
+    if missing:
+        raise ConfigError(f"{where}: the folder has no {', '.join(missing)} "
+                          "(fix: name the folder of a finished training run)")
+    theirs = json.loads(files["config.json"].read_text(encoding="utf-8")).get("model", {})
+    differ = sorted(k for k in set(theirs) | set(model_config)
+                    if k not in _INIT_FREE_KEYS and theirs.get(k) != model_config.get(k))
+    if differ:
+        raise ConfigError(f"{where}: that run's model differs from this one in "
+                          + ", ".join(f"model.{k} ({theirs.get(k)!r} there, {model_config.get(k)!r} here)"
+                                      for k in differ)
+                          + " (fix: use the same model settings, or start from the pretrained encoder)")
+    src_metrics = json.loads(files["metrics.json"].read_text(encoding="utf-8"))
+    if not src_metrics.get("complete"):
+        raise ConfigError(f"{where}: that run has not finished (fix: finish it first: "
+                          "python -m knowfree train with the same config and --run-dir)")
+    src_schema = LabelSchema.load(files["schema.json"])
+    if src_schema.targets != model.schema.targets:
+        raise ConfigError(f"{where}: target labels differ: {src_schema.targets} there, "
+                          f"{model.schema.targets} here (fix: train on data with the same target labels)")
+    labels = {"kept": [], "new": [], "dropped": []}
+
+    def map_rows(state: dict) -> dict:
+        if not isinstance(model, SpanModel):
+            return state  # the tagger's tag set comes from the target labels alone
+        ours = model.state_dict()
+        for name in ("head.classifier.weight", "head.classifier.bias"):
+            src_names = src_schema.names[:state[name].shape[0]]
+            index = {label: r for r, label in enumerate(src_names)}
+            rows = ours[name].detach().clone().to(state[name].device)
+            for r, label in enumerate(model.channel_names):
+                if label in index:
+                    rows[r] = state[name][index[label]]
+            state[name] = rows
+            labels.update(kept=[l for l in model.channel_names if l in index],
+                          new=[l for l in model.channel_names if l not in index],
+                          dropped=[l for l in src_names if l not in set(model.channel_names)])
+        return state
+
+    metadata = load_weights(model, files["model.safetensors"], remap=map_rows)
+    return {"run_dir": str(src), "config_hash": src_metrics.get("config_hash"),
+            "epoch": int(metadata["epoch"]) if "epoch" in metadata else None,
+            "weights_sha256": sha256_file(files["model.safetensors"]),
+            "labels": {k: len(v) for k, v in labels.items()}, "dropped_labels": labels["dropped"]}
 
 
 def save_weights(model, path: Path, frozen_ref: dict | None = None, **metadata) -> None:
@@ -562,6 +629,13 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None) -> dic
     seed_everything(t["seed"])
     model = build_model(ModelConfig.from_dict(config["model"]), schema).to(device)
     save_encoder_files(model.encoder, run)
+    # before a resumed checkpoint is loaded over it; the same every time, so resume stays exact
+    init = init_from_run(model, t["init_from"], config["model"]) if t["init_from"] else None
+    if init is not None:
+        print(f"initialised from {init['run_dir']} (epoch {init['epoch']}): labels kept "
+              f"{init['labels']['kept']}, new {init['labels']['new']}, dropped {init['labels']['dropped']}"
+              + (f" ({', '.join(init['dropped_labels'])})" if init["dropped_labels"] else ""),
+              file=sys.stderr)
 
     train_samples = weigh_synthetic(splits["train"], t["synthetic_weight"])
     train_samples, window_stats = split_long(model, train_samples)
@@ -691,7 +765,7 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None) -> dic
         "data": data_info, "encoder": model.encoder.spec(),
         "encoder_source": encoder_provenance(model.encoder.name),
         "n_train": len(splits["train"]), "n_train_inputs": len(train_samples),
-        "device": str(device), "precision": precision, "frozen": frozen_ref,
+        "device": str(device), "precision": precision, "frozen": frozen_ref, "init_from": init,
         "parameters": {"trained": sum(p.numel() for p in trainable),
                        "frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad)},
         "torch": torch.__version__, "threads": torch.get_num_threads(),
