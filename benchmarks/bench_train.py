@@ -224,7 +224,7 @@ def main(argv=None) -> int:
 
 def write_md(df, args, info, load_start, fp32_rate, bf16_rate, rates, stem, encoders) -> None:
     lines = [
-        "# Training speed per precision and freezing setting",
+        "# Training speed per encoder" if args.encoders else "# Training speed per precision and freezing setting",
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['mem_gib']:.0f} GiB, torch {info['torch']}, "
         f"1 thread; load average at start {', '.join(f'{x:.2f}' for x in load_start)}. "
@@ -239,7 +239,9 @@ def write_md(df, args, info, load_start, fp32_rate, bf16_rate, rates, stem, enco
         f"{rates['bf16'][1]:.0f} GFLOP/s (bf16 bound = {bf16_rate / fp32_rate:.1f}x the fp32 one).",
         "",
         f"Weibo K=250, KnowFREE head, {', '.join(encoders)}, batch 8, one epoch (32 steps) per variant, "
-        "each in its own process.",
+        "each in its own process"
+        + (f"; only the first {args.steps} steps of each epoch are run and the epoch's CPU seconds are "
+           f"scaled from them to 32 steps." if args.steps else "."),
         "",
         "| encoder | variant | CPU s / step | CPU s / epoch | speed-up vs fp32 | peak RSS MiB | checkpoint MiB "
         "(selected / resumable) | smaller | trained / frozen M params | of bf16 bound |",
