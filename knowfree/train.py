@@ -47,7 +47,7 @@ from knowfree.data import formats
 from knowfree.data.registry import open_dataset
 from knowfree.data.sample import Sample, Span, is_extension
 from knowfree.data.sampling import DEFAULT_SEED, Subset, k_sentences, save_subset
-from knowfree.data.schema import WEIGHT_RULES, LabelSchema
+from knowfree.data.schema import WEIGHT_PRESETS, WEIGHT_RULES, LabelSchema
 from knowfree.encoder import provenance as encoder_provenance
 from knowfree.errors import ConfigError, KnowfreeError
 from knowfree.metrics import evaluate
@@ -116,6 +116,10 @@ CONFIG_SCHEMA: dict[str, dict[str, _Field]] = {
         # a finished run folder whose selected weights this run starts from (the paper's
         # "continue training from the fusion model"); new optimizer and schedule
         "init_from": _Field((str,), None, nullable=True),
+        # a name of knowfree.data.schema.WEIGHT_PRESETS: the extension weight rule and the loss
+        # weight of every synthetic sample, as one of the authors' schedules (null: the two keys
+        # data.extension_weight_rule and train.synthetic_weight as given)
+        "weight_preset": _Field((str,), None, nullable=True),
     },
     "output": {
         "run_dir": _Field((str,), None, nullable=True),
@@ -205,6 +209,19 @@ def validate_config(config: dict) -> dict:
     rule_name = rule.get("rule") if isinstance(rule, dict) else rule
     if rule_name not in WEIGHT_RULES:
         raise ConfigError(f"data.extension_weight_rule must name one of {WEIGHT_RULES}, got {rule!r}")
+    preset = t["weight_preset"]
+    if preset is not None:
+        if preset not in WEIGHT_PRESETS:
+            close = difflib.get_close_matches(preset, list(WEIGHT_PRESETS), n=1)
+            raise ConfigError(f"train.weight_preset must be one of {sorted(WEIGHT_PRESETS)} or null, "
+                              f"got {preset!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        if d["schema_file"]:
+            raise ConfigError(f"train.weight_preset={preset!r} cannot apply to data.schema_file, whose "
+                              "label weights are fixed (fix: drop one of the two)")
+        if rule != "count" or t["synthetic_weight"] != 1.0:
+            raise ConfigError(f"train.weight_preset={preset!r} sets the extension weight rule and the "
+                              "synthetic weight itself (fix: leave data.extension_weight_rule and "
+                              "train.synthetic_weight at their defaults, or drop the preset)")
     if isinstance(t["warmup"], float) and t["warmup"] >= 1:
         raise ConfigError(f"train.warmup as a float is a fraction of all steps and must be < 1, "
                           f"got {t['warmup']}; give an int for a number of steps")
@@ -215,7 +232,7 @@ def validate_config(config: dict) -> dict:
 # they hold it, so that older run folders (whose config.json lacks them) keep their hash.
 _HASH_NEUTRAL = {("train", "precision"): "fp32", ("model", "freeze_embeddings"): False,
                  ("model", "freeze_layers"): 0, ("model", "max_span_length"): None,
-                 ("train", "init_from"): None}
+                 ("train", "init_from"): None, ("train", "weight_preset"): None}
 
 
 def config_hash(config: dict) -> str:
@@ -292,7 +309,7 @@ def load_data(data_cfg: dict) -> tuple[dict[str, list[Sample]], dict, Subset | N
 
 
 def build_schema(splits: dict[str, list[Sample]], data_cfg: dict,
-                 targets: list[str] | None = None) -> LabelSchema:
+                 targets: list[str] | None = None, preset: str | None = None) -> LabelSchema:
     """The schema file if the config names one, else counted on train.
 
     Target inventory: the dataset's registered labels, else the union of all splits' label
@@ -303,9 +320,15 @@ def build_schema(splits: dict[str, list[Sample]], data_cfg: dict,
     if targets is None:
         targets = sorted({sp.label for samples in splits.values() for s in samples
                           for sp in s.targets()})
+    return LabelSchema.from_samples(splits["train"], targets=targets, **extension_rule(data_cfg, preset))
+
+
+def extension_rule(data_cfg: dict, preset: str | None = None) -> dict:
+    """The extension weight rule as keyword arguments of ``LabelSchema.from_samples``."""
+    if preset is not None:
+        return dict(WEIGHT_PRESETS[preset][0])
     rule = data_cfg["extension_weight_rule"]
-    rule = dict(rule) if isinstance(rule, dict) else {"rule": rule}
-    return LabelSchema.from_samples(splits["train"], targets=targets, **rule)
+    return dict(rule) if isinstance(rule, dict) else {"rule": rule}
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,10 +336,12 @@ def build_schema(splits: dict[str, list[Sample]], data_cfg: dict,
 # --------------------------------------------------------------------------------------------
 
 
-def weigh_synthetic(samples: list[Sample], weight: float) -> list[Sample]:
-    """Synthetic samples' loss weights multiplied by ``weight`` (copies; gold untouched). The
-    model applies sample weights on the batch axis (fault 3: the authors' never took effect)."""
-    return [replace(s, weight=s.weight * weight) if s.synthetic else s for s in samples]
+def weigh_synthetic(samples: list[Sample], weight: float, absolute: bool = False) -> list[Sample]:
+    """Synthetic samples' loss weights multiplied by ``weight``, or set to it (``absolute``, as a
+    weight preset does); copies, gold untouched. The model applies sample weights on the batch
+    axis (fault 3: the authors' never took effect)."""
+    return [replace(s, weight=weight if absolute else s.weight * weight) if s.synthetic else s
+            for s in samples]
 
 
 def seed_everything(seed: int) -> None:
@@ -620,7 +645,7 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None) -> dic
     if done is not None and done.get("complete"):
         return done
 
-    schema = build_schema(splits, config["data"], data_info.get("targets"))
+    schema = build_schema(splits, config["data"], data_info.get("targets"), t["weight_preset"])
     atomic_write_json(run / "config.json", config)
     schema.save(run / "schema.json")
     if subset is not None:
@@ -637,7 +662,13 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None) -> dic
               + (f" ({', '.join(init['dropped_labels'])})" if init["dropped_labels"] else ""),
               file=sys.stderr)
 
-    train_samples = weigh_synthetic(splits["train"], t["synthetic_weight"])
+    preset = WEIGHT_PRESETS.get(t["weight_preset"]) if t["weight_preset"] else None
+    train_samples = (weigh_synthetic(splits["train"], preset[1], absolute=True) if preset
+                     else weigh_synthetic(splits["train"], t["synthetic_weight"]))
+    weights_info = {"preset": t["weight_preset"], "source": preset[2] if preset else None,
+                    "extension_rule": schema.rule,
+                    "synthetic_weight": preset[1] if preset else t["synthetic_weight"],
+                    "synthetic_weight_is": "absolute" if preset else "a multiplier of each sample's weight"}
     train_samples, window_stats = split_long(model, train_samples)
     data_info["windows"] = {"train": window_stats}
     for split in ("dev", "test"):
@@ -766,6 +797,7 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None) -> dic
         "encoder_source": encoder_provenance(model.encoder.name),
         "n_train": len(splits["train"]), "n_train_inputs": len(train_samples),
         "device": str(device), "precision": precision, "frozen": frozen_ref, "init_from": init,
+        "weights": weights_info,
         "parameters": {"trained": sum(p.numel() for p in trainable),
                        "frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad)},
         "torch": torch.__version__, "threads": torch.get_num_threads(),

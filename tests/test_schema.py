@@ -64,3 +64,23 @@ def test_sample_rejects_span_outside_sentence():
     with pytest.raises(ValueError, match="ends past the sentence"):
         Sample.from_dict({"text": list("ab"), "entities": [{"start": 1, "end": 3, "entity": "X"}]})
 
+
+
+# ---- the authors' weight schedules as presets
+
+def test_weight_presets_give_the_authors_schedules():
+    from knowfree.data.schema import WEIGHT_PRESETS
+
+    def ext_weight(preset, n_train):
+        rule = dict(WEIGHT_PRESETS[preset][0])
+        return extension_weight(50, 2, 10, n_train, **rule)
+
+    assert ext_weight("authors_code", 250) == min(10 / 50, 2 / 10)
+    assert ext_weight("authors_notes_flat", 250) == 0.13
+    assert ext_weight("authors_notes_small_data", 499) == 0.0
+    assert ext_weight("authors_notes_small_data", 500) == 0.13
+    assert {k: v[1] for k, v in WEIGHT_PRESETS.items()} == {
+        "authors_code": 1.0, "authors_notes_flat": 1.0, "authors_notes_small_data": 1.0,
+        "authors_notes_resume_0.4": 0.4, "authors_notes_resume_0.15": 0.15, "project": 0.5}
+    # zero_below keeps its old meaning (count above the threshold) unless told otherwise
+    assert extension_weight(50, 2, 10, 600, rule="zero_below") == min(10 / 50, 2 / 10)

@@ -199,6 +199,33 @@ def test_synthetic_weight_reaches_the_batch_weights(toy):
     assert model.collate(weighed)["weights"].tolist() == pytest.approx([1.0, 1.0, 0.1, 0.1])
 
 
+def test_a_weight_preset_sets_both_weights_and_is_recorded(toy, tmp_path):
+    root, _ = toy
+    train_set = toy_samples(8, 0, "train")
+    train_set = [s.with_spans(list(s.spans) + [Span(0, 1, "ext.名词")]) for s in train_set]
+    train_set += [Sample(s.tokens, s.spans, id=f"syn-{i}", synthetic=True, weight=0.5)
+                  for i, s in enumerate(toy_samples(4, 3, "syn"))]
+    write(train_set, tmp_path / "train.jsonl", "jsonl")
+    cfg = toy_config(toy, epochs=1, weight_preset="authors_notes_resume_0.15")
+    cfg["data"]["train_file"] = str(tmp_path / "train.jsonl")
+    metrics = train(cfg, tmp_path / "run", progress=False)
+    assert metrics["weights"]["preset"] == "authors_notes_resume_0.15"
+    assert metrics["weights"]["synthetic_weight"] == 0.15
+    assert metrics["weights"]["extension_rule"]["rule"] == "count"
+    assert train_mod.weigh_synthetic(train_set, 0.15, absolute=True)[-1].weight == 0.15
+
+    flat = toy_config(toy, epochs=1, weight_preset="authors_notes_flat")
+    flat["data"]["train_file"] = str(tmp_path / "train.jsonl")
+    train(flat, tmp_path / "flat", progress=False)
+    schema = LabelSchema.load(tmp_path / "flat" / "schema.json")
+    assert [l.weight for l in schema.labels if l.kind == "extension"] == [0.13]
+
+    for bad, message in [({"weight_preset": "authors_cod"}, "did you mean 'authors_code'"),
+                         ({"weight_preset": "project", "synthetic_weight": 0.3}, "leave data.extension_weight_rule")]:
+        with pytest.raises(ConfigError, match=message):
+            validate_config(toy_config(toy, **bad))
+
+
 # --- model selection on dev, never test (fault 1) ---------------------------------------------
 
 def scripted_evaluation(monkeypatch, dev_f1):

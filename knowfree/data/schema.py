@@ -10,8 +10,12 @@ Weight rules (``rule`` in ``from_samples``):
   n_targets / n_labels), scale = 10. Frequent extension labels weigh little.
 - ``"flat"``: every extension label weighs ``value`` (the authors' notes mention 0.13).
 - ``"zero_below"``: weight 0 when the training set has fewer than ``min_train`` sentences
-  (the authors' notes: 500), otherwise the ``"count"`` rule.
+  (the authors' notes: 500), otherwise the rule named by ``above``: ``"count"`` (default) or
+  ``"flat"`` (the notes: 0.13 from 500 sentences on).
 Target labels always weigh 1.
+
+``WEIGHT_PRESETS`` names the authors' schedules (extension rule plus the loss weight of a
+synthetic sample) so that a run can say which one it followed: ``train.weight_preset``.
 """
 from __future__ import annotations
 
@@ -27,6 +31,22 @@ from knowfree.provenance import atomic_write_json
 
 WEIGHT_RULES = ("count", "flat", "zero_below")
 
+# name -> extension weight rule, loss weight of every synthetic sample, where it comes from
+WEIGHT_PRESETS: dict[str, tuple[dict, float, str]] = {
+    "authors_code": ({"rule": "count"}, 1.0,
+                     "the released code: 10/count capped at #targets/#labels; its synthetic-sample "
+                     "weight never took effect (docs/faults.md #3), so synthetic samples weigh 1"),
+    "authors_notes_flat": ({"rule": "flat", "value": 0.13}, 1.0,
+                           "the authors' experiment notes: every extension label 0.13"),
+    "authors_notes_small_data": ({"rule": "zero_below", "min_train": 500, "above": "flat", "value": 0.13}, 1.0,
+                                 "the authors' notes: extension labels 0 below 500 training "
+                                 "sentences, 0.13 from 500"),
+    "authors_notes_resume_0.4": ({"rule": "count"}, 0.4, "the authors' notes for Resume: synthetic samples 0.4"),
+    "authors_notes_resume_0.15": ({"rule": "count"}, 0.15, "the authors' notes for Resume: synthetic samples 0.15"),
+    "project": ({"rule": "count"}, 0.5,
+                "this project's default: the count rule and synthesis.weight 0.5"),
+}
+
 
 @dataclass(frozen=True)
 class LabelInfo:
@@ -39,14 +59,18 @@ class LabelInfo:
 
 def extension_weight(count: int, n_targets: int, n_labels: int, n_train: int,
                      rule: str = "count", scale: float = 10.0, value: float = 0.13,
-                     min_train: int = 500) -> float:
+                     min_train: int = 500, above: str = "count") -> float:
     """Loss weight of one extension label; see the module docstring for the rules."""
     if rule not in WEIGHT_RULES:
         raise InputError(f"unknown extension weight rule {rule!r}", fix=f"use one of {WEIGHT_RULES}")
+    if rule == "zero_below":
+        if above not in ("count", "flat"):
+            raise InputError(f"zero_below's `above` must be 'count' or 'flat', not {above!r}")
+        if n_train < min_train:
+            return 0.0
+        rule = above
     if rule == "flat":
         return float(value)
-    if rule == "zero_below" and n_train < min_train:
-        return 0.0
     return float(min(scale / max(count, 1), n_targets / max(n_labels, 1)))
 
 
