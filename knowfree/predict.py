@@ -1,11 +1,11 @@
 """Predictor: a trained run folder -> spans with character offsets for raw strings.
 
-Text longer than the encoder's limit is cut into overlapping windows (REFERENCE section 2,
-fault 8: the authors cut at 510 pieces and lost every entity beyond). Each window is decoded
-on its own; a span is taken only from the window in which it lies farthest from a cut edge
-(where the model saw the most context on both sides), and spans accepted from different
-windows that collide are resolved by probability, the same rule the model's decoder applies
-inside one window.
+Text longer than the encoder's limit is cut into overlapping windows (fault 8 in
+docs/faults.md: the authors cut at 510 pieces and lost every entity beyond). Each window is
+decoded on its own; a span is taken only from the window in which it lies farthest from a
+cut edge (where the model saw the most context on both sides), and spans accepted from
+different windows that collide are resolved by probability, the same rule the model's
+decoder applies inside one window.
 """
 from __future__ import annotations
 

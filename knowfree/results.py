@@ -28,7 +28,7 @@ from knowfree.provenance import (REPO_ROOT, atomic_write_bytes, atomic_write_jso
 
 PROVENANCE = ("git_commit", "params_hash", "data_hashes", "encoder", "knowledge", "llm")
 
-# The only published numbers that are known (../shared/REFERENCE.md section 1): the authors'
+# The only published numbers that are known (docs/method.md, "Published numbers"): the authors'
 # released checkpoints, 1000 training sentences, BERT-base encoder, ChatGLM3-6B augmentation.
 # They come from another encoder and another LLM than ours and are shown as theirs, never
 # mixed into our rows.

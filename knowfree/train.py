@@ -1,11 +1,12 @@
 """Trainer: YAML config -> run folder with selected checkpoint, per-epoch CSV and metrics.json.
 
-Guarantees the authors' code lacks (REFERENCE section 2): the checkpoint is selected on dev,
-never test (fault 1); test is scored once, on that checkpoint; sentences longer than the
-encoder limit are split into overlapping windows and counted, never cut (fault 8); python,
-numpy and torch are seeded and the data are reshuffled every epoch from a dedicated
-generator (fault 11), so one seed and one data set give the same metrics to the last digit on
-CPU, and a run stopped after any epoch resumes to exactly the result of an uninterrupted one.
+Guarantees the authors' code lacks (fault numbers as in docs/faults.md): the checkpoint is
+selected on dev, never test (fault 1); test is scored once, on that checkpoint; sentences
+longer than the encoder limit are split into overlapping windows and counted, never cut
+(fault 8); python, numpy and torch are seeded and the data are reshuffled every epoch from a
+dedicated generator (fault 11), so one seed and one data set give the same metrics to the
+last digit on CPU, and a run stopped after any epoch resumes to exactly the result of an
+uninterrupted one.
 
 Run folder layout::
 
@@ -339,7 +340,7 @@ def extension_rule(data_cfg: dict, preset: str | None = None) -> dict:
 def weigh_synthetic(samples: list[Sample], weight: float, absolute: bool = False) -> list[Sample]:
     """Synthetic samples' loss weights multiplied by ``weight``, or set to it (``absolute``, as a
     weight preset does); copies, gold untouched. The model applies sample weights on the batch
-    axis (fault 3: the authors' never took effect)."""
+    axis (fault 3 in docs/faults.md: the authors' never took effect)."""
     return [replace(s, weight=weight if absolute else s.weight * weight) if s.synthetic else s
             for s in samples]
 
@@ -372,7 +373,8 @@ def _set_rng_state(state: dict, gen: torch.Generator) -> None:
 
 def make_batches(lengths: list[int], batch_size: int, buckets: int,
                  gen: torch.Generator) -> list[list[int]]:
-    """One epoch of index batches: a fresh shuffle from ``gen`` every call (fault 11).
+    """One epoch of index batches: a fresh shuffle from ``gen`` every call (fault 11 in
+    docs/faults.md).
 
     With buckets > 1 each run of buckets*batch_size shuffled samples is sorted by length and
     cut into batches, and the batches are shuffled: little padding, still random order."""
@@ -775,7 +777,7 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None) -> dic
     if bar is not None:
         bar.close()
 
-    # test once, on the checkpoint dev selected (fault 1: never select on test)
+    # test once, on the checkpoint dev selected (fault 1 in docs/faults.md: never select on test)
     meta = load_weights(model, run / "model.safetensors")
     if int(meta.get("epoch", -1)) != best["epoch"]:
         raise KnowfreeError(f"{run / 'model.safetensors'} holds epoch {meta.get('epoch')} but the "

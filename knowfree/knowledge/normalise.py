@@ -1,7 +1,7 @@
 """Free-form entity types and POS tags -> a compact extension-label inventory.
 
 The authors never released their alias tables, so every unknown type collapsed into one
-catch-all label (REFERENCE section 2, fault 9). Ours ship as package data
+catch-all label (fault 9 in docs/faults.md). Ours ship as package data
 (``knowfree/knowledge/aliases/*.json``) and every lookup records *how* it resolved, so a
 stats report can show what was matched exactly, what needed a fallback, and what stayed
 unknown.

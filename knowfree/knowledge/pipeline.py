@@ -1,6 +1,6 @@
 """`python -m knowfree augment CONFIG.yaml`: fusion and syn_fusion training sets.
 
-Steps (REFERENCE section 1): take the K-sentence training subset; add extension spans from
+Steps (docs/method.md): take the K-sentence training subset; add extension spans from
 the configured knowledge source (``llm``: entity and POS answers, parsed, aligned and
 normalised; ``taggers``: an offline segmenter/POS tagger; ``both``: the union); write
 ``fusion.jsonl`` and its label schema. With synthesis on: ask the LLM to continue and explain

@@ -1,4 +1,4 @@
-"""Prompt templates of the two LLM pipelines (REFERENCE section 1), one per kind and language.
+"""Prompt templates of the two LLM pipelines (docs/method.md), one per kind and language.
 
 Kinds: ``entity`` (open-type entities as a JSON list of ``{entity, type}``), ``pos`` (a JSON
 list of ``{word, pos}`` covering every character, so it doubles as a segmentation), ``explain``

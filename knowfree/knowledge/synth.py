@@ -1,4 +1,4 @@
-"""Explanation synthesis (REFERENCE section 1, pipeline 2): LLM text -> synthetic samples.
+"""Explanation synthesis (pipeline 2 in docs/method.md): LLM text -> synthetic samples.
 
 For each training sentence the LLM continues it and explains its gold entities (``explain``)
 or, for a sentence without entities, its key words (``describe``; the authors' code skipped
@@ -8,7 +8,7 @@ the id of the sentence it came from (``source_id``), ``synthetic=True`` and its 
 
 Pseudo-labels come from a model trained on the *same* K-sentence setting only. The authors
 labelled the synthetic data of the 250- and 500-sentence settings with a model trained on
-1000 gold sentences (REFERENCE section 2, fault 10); :func:`check_pseudo_label_run` refuses
+1000 gold sentences (fault 10 in docs/faults.md); :func:`check_pseudo_label_run` refuses
 any run whose training data is not this setting's.
 
 Sentence splitting:
@@ -227,7 +227,8 @@ def run_training_fingerprints(run_dir: str | Path) -> dict:
 
 def check_pseudo_label_run(run_dir: str | Path, k: int, subset_hash: str,
                            allowed_train_hashes: Iterable[str] = ()) -> dict:
-    """Refuse a pseudo-label model not trained on this K-sentence setting (fault 10).
+    """Refuse a pseudo-label model not trained on this K-sentence setting (fault 10 in
+    docs/faults.md).
 
     Accepted: a run whose K-sentence subset hash is ``subset_hash`` (trained through the
     registry with the same dataset, k and seed), or whose training set's content hash or file
