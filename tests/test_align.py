@@ -1,6 +1,6 @@
 """Parsing LLM answers and aligning their strings to tokens.
 
-The alignment tests are the guard against fault 9 of REFERENCE section 2: the authors kept
+The alignment tests are the guard against fault 9 in docs/faults.md: the authors kept
 only the first span per start position and dropped every single-character span."""
 import random
 
@@ -64,7 +64,7 @@ def test_parser_never_raises_on_garbage():
         assert p.status in ("ok", "repaired", "empty", "failed")
 
 
-# --- entity alignment (fault 9) ----------------------------------------------------------
+# --- entity alignment (fault 9 in docs/faults.md) ----------------------------------------
 
 
 TOKENS = list("北京大学在北京。京")

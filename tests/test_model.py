@@ -1,5 +1,6 @@
 """Span head, baselines and loss: exactness of the banded attention, the loss rule, decoding,
-and the faults of REFERENCE section 2 that live in the model (2, 3, 5, 6, 7)."""
+and the faults of the authors' code that live in the model (faults 2, 3, 5, 6, 7 in
+docs/faults.md)."""
 import copy
 import itertools
 import math
@@ -53,7 +54,7 @@ def make(tiny_encoder):
     return build
 
 
-# --- banded attention (fault 4) ---------------------------------------------------------------
+# --- banded attention (fault 4 in docs/faults.md) ---------------------------------------------
 
 def dense_band_attention(att: BandedAttention, grid, lengths):
     """Reference: every grid row attends over all L cells of its row, masked to the band and to
@@ -174,10 +175,10 @@ def test_banded_attention_under_bf16_autocast_stays_near_fp32():
         assert (g - r).norm() < 0.05 * r.norm()
 
 
-# --- loss (faults 2, 3, 5) --------------------------------------------------------------------
+# --- loss (faults 2, 3, 5 in docs/faults.md) --------------------------------------------------
 
 def test_collate_keeps_labels_sparse(make):
-    """Fault 5: no dense L x L x labels tensor per sample at load time."""
+    """Fault 5 in docs/faults.md: no dense L x L x labels tensor per sample at load time."""
     model = make()
     batch = model.collate(samples())
     n_spans = sum(len(s.spans) for s in samples())
@@ -206,9 +207,9 @@ def test_loss_targets_sit_on_the_gold_cells(make, width):
 
 @pytest.mark.parametrize("head", ["knowfree", "cnn", "tagger"])
 def test_padded_batch_loss_equals_per_sample_losses_combined(make, head):
-    """Fault 2: padding and lower-triangle cells are no negatives; a short sentence batched with
-    a long one costs what it costs alone, combined by the documented rule (units: span cells,
-    or tokens for the tagger)."""
+    """Fault 2 in docs/faults.md: padding and lower-triangle cells are no negatives; a short
+    sentence batched with a long one costs what it costs alone, combined by the documented rule
+    (units: span cells, or tokens for the tagger)."""
     model = make(head).eval()
     data = samples()
     data[2].weight = 0.3
@@ -224,7 +225,8 @@ def test_padded_batch_loss_equals_per_sample_losses_combined(make, head):
 
 
 def test_sample_weight_acts_on_the_batch_axis(make):
-    """Fault 3: a weight-0 sample contributes nothing; weight 0.5 halves its contribution."""
+    """Fault 3 in docs/faults.md: a weight-0 sample contributes nothing; weight 0.5 halves its
+    contribution."""
     model = make().eval()
     data = samples()
     batch = model.collate(data)
@@ -274,7 +276,8 @@ def test_padding_invariance(make, head):
 @pytest.mark.parametrize("head,kw", [("knowfree", {}), ("knowfree", {"local_attention": False}),
                                      ("cnn", {}), ("tagger", {}), ("tagger", {"tagger_crf": True})])
 def test_every_parameter_receives_a_gradient(make, head, kw):
-    """Fault 6: no dead modules (the authors build, train and save an unused 3-layer CNN)."""
+    """Fault 6 in docs/faults.md: no dead modules (the authors build, train and save an unused
+    3-layer CNN)."""
     model = make(head, **kw)
     batch = model.collate(samples())
     model.loss(batch, model(batch)).backward()
@@ -287,7 +290,8 @@ def test_every_parameter_receives_a_gradient(make, head, kw):
 
 
 def test_weight_decay_reaches_weight_matrices_only(make):
-    """Fault 7: the authors' groups are inverted (decay on biases and norms only)."""
+    """Fault 7 in docs/faults.md: the authors' groups are inverted (decay on biases and norms
+    only)."""
     model = make()
     groups = model.param_groups(encoder_lr=2e-5, head_lr=1e-3, weight_decay=0.01)
     names = {id(p): n for n, p in model.named_parameters()}

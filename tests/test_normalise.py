@@ -1,5 +1,5 @@
 """Alias tables: free-form types and tagger tags -> the extension-label inventory; unknown
-types are counted and never merged into a catch-all (fault 9)."""
+types are counted and never merged into a catch-all (fault 9 in docs/faults.md)."""
 import pytest
 
 from knowfree.errors import InputError

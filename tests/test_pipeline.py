@@ -1,6 +1,6 @@
 """`augment`: fusion / syn_fusion sets, stats and provenance, from taggers, an LLM (a scripted
 OpenAI-compatible server on loopback, then pure replay), or both; synthesis with a
-pseudo-label model of the same setting only (fault 10)."""
+pseudo-label model of the same setting only (fault 10 in docs/faults.md)."""
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer

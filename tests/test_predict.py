@@ -1,5 +1,6 @@
 """Predictor: raw text in, character offsets out; a saved run predicts exactly what the trained
-model did; long text goes through windows (fault 8: an entity at character 700 is found)."""
+model did; long text goes through windows (fault 8 in docs/faults.md: an entity at character
+700 is found)."""
 import json
 import random
 from types import SimpleNamespace

@@ -1,5 +1,5 @@
 """Explanation synthesis: sentence splitting, synthetic samples tied to their source, and the
-pseudo-label guard against leakage across K settings (fault 10)."""
+pseudo-label guard against leakage across K settings (fault 10 in docs/faults.md)."""
 import json
 
 import pytest
@@ -73,7 +73,7 @@ def test_config_is_checked():
         SynthConfig(weight=-1)
 
 
-# --- pseudo-labelling (fault 10) -----------------------------------------------------------
+# --- pseudo-labelling (fault 10 in docs/faults.md) -----------------------------------------
 
 
 def fake_run(tmp_path, name, subset=None, train_hash="t", file_sha=None, k=None):

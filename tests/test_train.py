@@ -1,6 +1,6 @@
-"""Trainer: it learns, it is deterministic and resumable, it selects on dev (fault 1), it never
-truncates (fault 8), it reshuffles every epoch from a seed (fault 11), and bad configs fail
-with a message that names the key."""
+"""Trainer (fault numbers as in docs/faults.md): it learns, it is deterministic and resumable,
+it selects on dev (fault 1), it never truncates (fault 8), it reshuffles every epoch from a
+seed (fault 11), and bad configs fail with a message that names the key."""
 import csv
 import json
 import random
@@ -100,7 +100,7 @@ def test_knowfree_head_overfits_16_sentences(toy, tmp_path):
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
 
 
-# --- determinism and resumption (fault 11) ----------------------------------------------------
+# --- determinism and resumption (fault 11 in docs/faults.md) ----------------------------------
 
 @pytest.fixture(scope="module")
 def reference_run(toy, tmp_path_factory):
@@ -186,7 +186,8 @@ def test_batches_reshuffle_every_epoch_from_the_seed():
 
 
 def test_synthetic_weight_reaches_the_batch_weights(toy):
-    """Fault 3: down-weighting synthetic samples must reach the loss, per sample."""
+    """Fault 3 in docs/faults.md: down-weighting synthetic samples must reach the loss, per
+    sample."""
     _, encoder_dir = toy
     gold = toy_samples(2, 0, "gold")
     synthetic = [Sample(s.tokens, s.spans, id=f"syn-{i}", synthetic=True, weight=0.5)
@@ -226,7 +227,7 @@ def test_a_weight_preset_sets_both_weights_and_is_recorded(toy, tmp_path):
             validate_config(toy_config(toy, **bad))
 
 
-# --- model selection on dev, never test (fault 1) ---------------------------------------------
+# --- model selection on dev, never test (fault 1 in docs/faults.md) ---------------------------
 
 def scripted_evaluation(monkeypatch, dev_f1):
     """Replace the scorer: dev F1 follows ``dev_f1`` by epoch; every call is logged with a copy
@@ -262,7 +263,7 @@ def test_early_stopping_on_dev_f1(toy, tmp_path, monkeypatch):
     assert [c[0] for c in calls] == ["dev"] * 4 + ["test"]
 
 
-# --- no truncation (fault 8) ------------------------------------------------------------------
+# --- no truncation (fault 8 in docs/faults.md) ------------------------------------------------
 
 def test_long_training_sentences_become_windows_without_losing_spans(toy):
     _, encoder_dir = toy
