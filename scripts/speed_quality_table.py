@@ -90,9 +90,10 @@ def main(argv=None) -> int:
                      f"| {' '.join(r['best_epoch'] for r in rows)} | {secs:.1f} | {rows[0]['device']} |")
     lines += ["", "| metric | fast - fp32 | 95 % interval (Welch) | fp32 std | within one fp32 std |",
               "| --- | ---: | ---: | ---: | --- |"]
-    verdicts = {}
+    verdicts, diffs = {}, {}
     for m in ("dev", "test"):
         diff, lo, hi = welch(f1["fp32"][m], f1["fast"][m])
+        diffs[m] = (diff, lo, hi)
         std = statistics.stdev(f1["fp32"][m])
         verdicts[m] = abs(diff) < std
         lines.append(f"| {m} F1 | {diff:+.2f} | [{lo:+.2f}, {hi:+.2f}] | {std:.2f} | "
@@ -100,7 +101,11 @@ def main(argv=None) -> int:
     lines += ["", "Rule (fixed before the fast runs were trained): the fast settings keep quality if "
               "|difference of the test means| < one fp32 standard deviation. "
               f"Result: {'kept' if verdicts['test'] else 'NOT kept'} on test; "
-              f"dev {'within' if verdicts['dev'] else 'outside'} one fp32 std. The fp32 runs are the "
+              f"dev {'within' if verdicts['dev'] else 'outside'} one fp32 std. "
+              + " ".join(f"On {m} the fast settings score {'higher' if d > 0 else 'lower'} ({d:+.2f}; the "
+                         f"interval {'excludes' if lo > 0 or hi < 0 else 'includes'} 0)."
+                         for m, (d, lo, hi) in diffs.items())
+              + " The fp32 runs are the "
               "committed GPU runs of the same recipe (fp32 CPU runs would take 3 x 52 min here); the "
               "training seconds of the two sides come from different machines and are not comparable: "
               "see results/benchmarks/train.md for speed."]
