@@ -206,6 +206,17 @@ OTHER_PRODUCERS = {
                                         "--table results/tables/knowledge_weibo_k250_cpu (2 CPU cores)",
     "sweeps/knowledge_weibo_k250_cpu/": "the same sweep",
     "tables/vocab_coverage.": "python scripts/vocab_coverage.py --out results/tables/vocab_coverage",
+    "tables/speed_quality_weibo_k250.": "python -m knowfree sweep configs/sweeps/speed_quality_weibo_k250.yaml "
+                                        "--out results/sweeps/speed_quality_weibo_k250 --jobs 2 "
+                                        "--table results/tables/speed_quality_weibo_k250 (2 CPU cores)",
+    "sweeps/speed_quality_weibo_k250/": "the same sweep",
+    "tables/speed_quality_weibo_k250_vs_fp32.": "python scripts/speed_quality_table.py --fast "
+                                                "results/sweeps/speed_quality_weibo_k250/summary.csv:fast ...",
+    "tables/speed_quality_weibo_k250_l0_vs_fp32.": "python scripts/speed_quality_table.py --fast "
+                                                   "results/sweeps/speed_quality_weibo_k250/summary.csv:fast-l0 ...",
+    "tables/backbones_weibo.": "python scripts/backbones_table.py (after the two sweeps it names)",
+    "sweeps/backbones_weibo/": "python -m knowfree sweep configs/sweeps/backbones_weibo.yaml "
+                               "--out results/sweeps/backbones_weibo (2 CPU cores)",
 }
 
 _README_HEAD = """# Results
