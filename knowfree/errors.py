@@ -20,3 +20,40 @@ class ConfigError(KnowfreeError):
 
 class DataNotFound(KnowfreeError):
     pass
+
+
+def int_at_least(minimum: int):
+    """An argparse ``type``: an integer >= ``minimum``, so that a flag such as ``--batch-size 0``
+    or ``--stop-after -1`` is refused where it is typed instead of misbehaving later."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse ``type``: a finite number of seconds > 0 (not nan, not inf)."""
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {text!r}")
+    return value
+
+
+def shown(value, limit: int = 80) -> str:
+    """``repr(value)`` cut to about ``limit`` characters: a message quotes a bad value or line
+    so that it can be found, and must stay readable when the line is 8 KB of NUL bytes."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

@@ -24,6 +24,7 @@ the dotted key, the expected type and what was found.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -32,7 +33,7 @@ import yaml
 
 from knowfree import yamlio
 from knowfree.errors import ConfigError
-from knowfree.provenance import REPO_ROOT, hash_json
+from knowfree.provenance import REPO_ROOT, decode_utf8, hash_json
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -46,6 +47,8 @@ class Key:
     # False for keys that only say where output goes: the same setting written to another
     # folder must keep its params hash.
     hashed: bool = True
+    # a path inside the repository: relative, never climbing out of it with ..
+    in_repo: bool = False
 
 
 TYPES = ("int", "float", "str", "bool", "list[int]", "list[str]")
@@ -60,7 +63,7 @@ KEYS: dict[str, Key] = {
     "run_name": Key("str", "names results/runs/<run_name>/ and prefixes table and figure files",
                     hashed=False),
     "results_dir": Key("str", "folder, relative to the repository root, for tables/, figures/, "
-                              "index.json and README.md", hashed=False),
+                              "index.json and README.md", hashed=False, in_repo=True),
     "dataset": Key("str", "registry name (knowfree.data.registry)"),
     "datasets": Key("list[str]", "registry names, one table block each"),
     "k": Key("int", "training sentences: the first k of the seeded nested subset", minimum=1),
@@ -160,10 +163,14 @@ def _type_problem(name: str, value: Any, key: Key) -> str | None:
     if not ok:
         return f"{name}: expected {key.type}, got {type(value).__name__} {value!r}"
     for v in items:
+        if isinstance(v, float) and not math.isfinite(v):
+            return f"{name}: expected a finite number, got {v!r}"
         if key.choices and v not in key.choices:
             return f"{name}: {v!r} is not one of {', '.join(map(str, key.choices))}"
         if key.minimum is not None and v < key.minimum:
             return f"{name}: must be >= {key.minimum:g}, got {v!r}"
+        if key.in_repo and (Path(v).is_absolute() or ".." in Path(v).parts or not v.strip()):
+            return f"{name}: must be a folder relative to the repository root (e.g. results), got {v!r}"
     return None
 
 
@@ -259,9 +266,11 @@ def validate(raw: Any, source: str = "<params>") -> Params:
 def load(path: str | Path) -> Params:
     path = Path(path)
     try:
-        raw = yamlio.load(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except OSError as e:
         raise ParamsError(str(path), [f"cannot read the file: {e.strerror}"]) from None
+    try:
+        raw = yamlio.load(decode_utf8(data, str(path)))
     except yaml.YAMLError as e:
         raise ParamsError(str(path), [f"not valid YAML: {e}"]) from None
     return validate(raw, str(path))

@@ -1,7 +1,11 @@
-"""What produced a result: git commit, hashes of params and data. Plus atomic writes.
+"""What produced a result: git commit, hashes of params and data. Plus safe file handling.
 
 Every file a long job writes goes through ``atomic_write_*`` so that a kill at any moment
-leaves either the old file or the new one, never half of one.
+leaves either the old file or the new one, never half of one; a file that is replaced keeps
+its mode. Every command that writes files calls :func:`guard_outputs` before it reads
+anything, so that no output can replace one of its own inputs. :func:`read_utf8` and
+:func:`read_json_file` turn unreadable, non-UTF-8 or damaged files into errors naming the
+file and line.
 """
 from __future__ import annotations
 
@@ -9,10 +13,13 @@ import gzip
 import hashlib
 import json
 import os
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
+
+from knowfree.errors import InputError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,20 +33,32 @@ def cache_root() -> Path:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise InputError(f"cannot write the file: {e.strerror}", str(path),
+                         "choose a path in a folder you can write to") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        # mkstemp creates 0600; results and caches are meant to be read by others too.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        try:
+            # a replaced file keeps its mode (a user's 0600 file must not become world-readable)
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            # mkstemp creates 0600; results and caches are meant to be read by others too.
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise InputError(f"cannot write the file: {e.strerror}", str(path),
+                             "name a file (not a folder) in a folder you can write to") from None
         raise
 
 
@@ -55,6 +74,85 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file: the same inode when both exist (so symlinks and hard
+    links count), else the same path once symlinks and ``..`` are resolved."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        try:
+            return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+        except (OSError, RuntimeError):  # a symlink loop: it cannot be one of the inputs
+            return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+Named = Iterable[tuple[str, "str | Path | None"]]
+
+
+def guard_outputs(inputs: Named, files: Named = (), folders: Named = ()) -> None:
+    """Refuse, before anything is read or written, outputs that would destroy an input or
+    cannot be written: a file output that is one of ``inputs`` (same path, symlink or hard
+    link) or an existing folder, a folder output that is an existing file. Each item is
+    (what the user typed it as, path), e.g. ("--output", "pred.jsonl"); None is skipped."""
+    ins = [(name, p) for name, p in inputs if p is not None]
+    for name, folder in folders:
+        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+            raise InputError("is a file, but a folder is written there", f"{name} {folder}",
+                             "name a folder (new or existing), not a file")
+    for name, out in files:
+        if out is None:
+            continue
+        out = Path(out)
+        if out.is_dir():
+            raise InputError("is a folder, but a file is written there", f"{name} {out}",
+                             "name a file path, e.g. inside that folder")
+        parent = next((p for p in out.absolute().parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise InputError(f"{parent} is a file, not a folder", f"{name} {out}",
+                             "name a path whose folders are folders")
+        for in_name, src in ins:
+            if same_file(out, src):
+                raise InputError(f"the same file as {in_name} {src}; writing it would destroy "
+                                 "the input", f"{name} {out}", "write the output to another path")
+
+
+def read_utf8(path: str | Path, what: str = "file") -> str:
+    """The text of a UTF-8 file (a byte-order mark is dropped); InputError naming the file,
+    and for bytes that are not UTF-8 the line, otherwise."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{what} not found", str(path), "check the path") from None
+    except OSError as e:
+        raise InputError(f"cannot read the {what}: {e.strerror}", str(path)) from None
+    return decode_utf8(data, str(path))
+
+
+def decode_utf8(data: bytes, where: str) -> str:
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a UTF-8 byte-order mark carries no content
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise InputError(f"bytes {data[e.start:e.end + 3]!r} are not UTF-8", f"{where}:{line}",
+                         "re-encode the file as UTF-8 (e.g. `iconv -f GB18030 -t UTF-8 IN > OUT`)"
+                         ) from None
+
+
+def read_json_file(path: str | Path, what: str, fix: str) -> Any:
+    """The JSON content of a file the project wrote itself (a run folder's config.json, a
+    checkpoint pointer); a damaged one is an InputError naming it, with ``fix``."""
+    text = read_utf8(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{what} is damaged: {e.msg} at line {e.lineno} column {e.colno}",
+                         f"{path}:{e.lineno}", fix) from None
 
 
 def sha256_bytes(data: bytes) -> str:

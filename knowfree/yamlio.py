@@ -33,11 +33,14 @@ def load_file(path, what: str = "config") -> dict:
     from pathlib import Path
 
     from knowfree.errors import ConfigError
+    from knowfree.provenance import decode_utf8
     path = Path(path)
     try:
-        data = load(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+    try:
+        data = load(decode_utf8(raw, str(path)))
     except yaml.YAMLError as e:
         raise ConfigError(f"{what} {path} is not valid YAML: {e}") from None
     if data is None:

@@ -77,6 +77,7 @@ from __future__ import annotations
 import gzip
 import inspect
 import json
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -84,8 +85,8 @@ from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
 from knowfree.data.sample import Sample, Span
-from knowfree.errors import InputError
-from knowfree.provenance import atomic_write_gzip, atomic_write_text
+from knowfree.errors import InputError, shown as _shown
+from knowfree.provenance import atomic_write_gzip, atomic_write_text, decode_utf8
 
 SCHEMES = {"BIO": "BIO", "IOB2": "BIO", "BIOES": "BIOES", "IOBES": "BIOES", "BMES": "BMES"}
 # Role of each tag prefix per scheme: begin, inside, end, single, outside.
@@ -133,6 +134,9 @@ class ReadReport:
     repairs: Counter = field(default_factory=Counter)
     repair_lines: dict[str, list[int]] = field(default_factory=dict)
     dropped: list[Dropped] = field(default_factory=list)
+    # every sample's id comes from the file itself (a JSONL "id"), not made up by the reader
+    # from the file name and position: only then can two files be paired by id
+    ids_from_file: bool = False
 
     def repair(self, kind: str, line: int | None) -> None:
         self.repairs[kind] += 1
@@ -236,7 +240,7 @@ def split_tag(tag: str) -> tuple[str, str | None]:
         return "O", None
     if len(tag) > 2 and tag[1] in "-_":
         return tag[0], tag[2:]
-    raise ValueError(f"{tag!r} is not a tag: expected O or a prefix letter, '-', and a label")
+    raise ValueError(f"{_shown(tag)} is not a tag: expected O or a prefix letter, '-', and a label")
 
 
 def tags_to_spans(tags: Sequence[str], scheme: str = "BIO") -> Decoded:
@@ -263,7 +267,7 @@ def tags_to_spans(tags: Sequence[str], scheme: str = "BIO") -> Decoded:
         prefix, label = split_tag(tag)
         role = roles.get(prefix)
         if role is None:
-            raise ValueError(f"tag {tag!r} is not a {scheme} tag (allowed prefixes: "
+            raise ValueError(f"tag {_shown(tag)} is not a {scheme} tag (allowed prefixes: "
                              f"{', '.join(p + '-' if p != 'O' else p for p in roles)})")
         if role == "outside":
             close(i, i, False)
@@ -335,7 +339,7 @@ def detect_scheme(tags: Iterable[str]) -> str:
     for tag in tags:
         prefix, _ = split_tag(tag)
         if prefix not in "BIOESM":
-            raise ValueError(f"tag {tag!r} has prefix {prefix!r}, which no known scheme uses "
+            raise ValueError(f"tag {_shown(tag)} has prefix {prefix!r}, which no known scheme uses "
                              f"(known: {', '.join(sorted(set(SCHEMES.values())))})")
         prefixes.add(prefix)
     if "M" in prefixes:
@@ -416,15 +420,7 @@ def _read_text(path: Path) -> str:
         except (OSError, EOFError) as e:
             raise InputError(f"the gzip data is damaged ({e})", str(path),
                              "re-create or re-download the file (`gzip -t FILE` checks it)") from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]  # a UTF-8 byte-order mark carries no content
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise InputError(f"bytes {data[e.start:e.end + 3]!r} are not UTF-8", f"{path}:{line}",
-                         "re-encode the file as UTF-8 (e.g. `iconv -f GB18030 -t UTF-8 IN > OUT`)"
-                         ) from None
+    text = decode_utf8(data, str(path))
     if not text.strip():
         raise InputError("the file is empty", str(path), "point to a non-empty file")
     return text
@@ -589,7 +585,7 @@ def _split_conll_line(line: str, sep: str, path: Path, n: int) -> tuple[str, str
     tag = rest.rsplit(sep, 1)[-1]
     if not token or not tag or tag != tag.strip():
         shown = "TOKEN<TAB>TAG" if sep == "\t" else "TOKEN<space>TAG"
-        raise InputError(f"malformed line {line!r}: expected {shown} (tag in the last column)",
+        raise InputError(f"malformed line {_shown(line)}: expected {shown} (tag in the last column)",
                          f"{path}:{n}", "fix the line, or pass the right separator (sep=...)")
     return token, tag
 
@@ -603,7 +599,7 @@ def _split_position(token: str, path: Path, n: int) -> tuple[str, int]:
     stem = token.rstrip("0123456789")
     if stem and stem != token:
         return stem, int(token[len(stem):])
-    raise InputError(f"token {token!r} has no word-position digits after it", f"{path}:{n}",
+    raise InputError(f"token {_shown(token)} has no word-position digits after it", f"{path}:{n}",
                      "pass position_digit=False (fmt='conll') if the file has no position column")
 
 
@@ -625,7 +621,7 @@ def _write_conll(samples: Sequence[Sample], report: WriteReport, *, scheme: str,
                              "or write fmt='conll'")
         for i, (tok, tag) in enumerate(zip(s.tokens, tagging.tags)):
             if not tok or "\n" in tok or "\r" in tok or (sep == "\t" and "\t" in tok):
-                raise InputError(f"token {tok!r} of sample {s.id!r} cannot be written one per line",
+                raise InputError(f"token {_shown(tok)} of sample {s.id!r} cannot be written one per line",
                                  fix="remove line breaks/TABs from tokens")
             out.append(f"{tok}{positions[i] if positions else ''}{sep}{tag}{newline}")
         out.append(newline)
@@ -640,6 +636,7 @@ def _read_jsonl(text: str, path: Path, report: ReadReport, *, lang: str = "zh",
                 labels: Iterable[str] | None = None, id_prefix: str = "") -> list[Sample]:
     allowed = set(labels) if labels is not None else None
     samples = []
+    report.ids_from_file = True
     for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
@@ -662,9 +659,9 @@ def _read_jsonl(text: str, path: Path, report: ReadReport, *, lang: str = "zh",
             try:
                 start, end, label = e["start"], e["end"], e["entity"]
             except (KeyError, TypeError):
-                raise InputError(f'entity {e!r} lacks "start", "end" or "entity"', where) from None
+                raise InputError(f'entity {_shown(e)} lacks "start", "end" or "entity"', where) from None
             if not (type(start) is int and type(end) is int and isinstance(label, str)):
-                raise InputError(f"entity {e!r}: start/end must be integers, entity a string", where)
+                raise InputError(f"entity {_shown(e)}: start/end must be integers, entity a string", where)
             _check_span(start, end, len(tokens), label, where)
             _label_ok(label, allowed, where)
             span = Span(start, end, label)
@@ -674,10 +671,29 @@ def _read_jsonl(text: str, path: Path, report: ReadReport, *, lang: str = "zh",
                 report.repair("duplicate span removed", n)
                 continue
             spans.append(span)
-        samples.append(Sample(tokens, spans, str(d.get("id", f"{id_prefix}-{len(samples)}")),
-                              d.get("lang", lang), bool(d.get("synthetic", False)),
-                              d.get("source_id"), float(d.get("weight", 1.0)), dict(d.get("meta", {}))))
+        own = _jsonl_fields(d, where, lang)
+        if "id" not in d:
+            report.ids_from_file = False
+        samples.append(Sample(tokens, spans, str(d.get("id", f"{id_prefix}-{len(samples)}")), **own))
     return samples
+
+
+def _jsonl_fields(d: dict, where: str, lang: str) -> dict:
+    """The optional Sample fields of a JSONL record, each checked for its type (a string weight
+    or a list as meta would fail deep inside training, or be taken for something else)."""
+    weight = d.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
+            math.isfinite(weight) and weight >= 0):
+        raise InputError(f'"weight" must be a finite number >= 0, got {_shown(weight)}', where,
+                         "give the sample's loss weight as a number such as 0.5, or leave it out")
+    checks = (("meta", dict, "a JSON object"), ("synthetic", bool, "true or false"),
+              ("lang", str, 'a language code such as "zh"'), ("source_id", (str, type(None)), "a string"))
+    for key, types, what in checks:
+        if key in d and not isinstance(d[key], types):
+            raise InputError(f'"{key}" must be {what}, got {_shown(d[key])}', where,
+                             f'fix or remove the "{key}" field')
+    return {"lang": d.get("lang", lang), "synthetic": d.get("synthetic", False),
+            "source_id": d.get("source_id"), "weight": float(weight), "meta": dict(d.get("meta", {}))}
 
 
 def _entity_text(t: Any) -> str:
@@ -722,10 +738,10 @@ def _read_stockmark(text: str, path: Path, report: ReadReport, *, lang: str = "j
             try:
                 (start, end), label, name = e["span"], e["type"], e.get("name")
             except (KeyError, TypeError, ValueError):
-                raise InputError(f'entity {e!r}: expected {{"name", "span": [start, end], "type"}}',
+                raise InputError(f'entity {_shown(e)}: expected {{"name", "span": [start, end], "type"}}',
                                  where) from None
             if not (type(start) is int and type(end) is int and isinstance(label, str)):
-                raise InputError(f"entity {e!r}: span must be two integers, type a string", where)
+                raise InputError(f"entity {_shown(e)}: span must be two integers, type a string", where)
             _check_span(start, end, len(tokens), label, where)
             _label_ok(label, allowed, where)
             if name is not None and name != rec["text"][start:end]:
@@ -832,7 +848,7 @@ def _kmou_sentence(block: list[tuple[int, str]], path: Path, report: ReadReport,
             continue
         cols = line.split("\t")
         if len(cols) != 4 or not cols[0].isdigit() or not cols[1]:
-            raise InputError(f"malformed line {line!r}: expected WORD_INDEX<TAB>MORPHEME<TAB>POS<TAB>TAG, "
+            raise InputError(f"malformed line {_shown(line)}: expected WORD_INDEX<TAB>MORPHEME<TAB>POS<TAB>TAG, "
                              "or a '; raw' / '$marked' line", f"{path}:{n}", "fix the line")
         i = len(tokens)
         tag = cols[3]
@@ -854,7 +870,7 @@ def _kmou_sentence(block: list[tuple[int, str]], path: Path, report: ReadReport,
                 report.repair("I without B", n)
                 open_label, open_start = label, i
         else:
-            raise InputError(f"tag {tag!r} is not a KMOU tag (expected O, B_<TYPE> or I)",
+            raise InputError(f"tag {_shown(tag)} is not a KMOU tag (expected O, B_<TYPE> or I)",
                              f"{path}:{n}", "fix the tag")
         tokens.append(cols[1])
         pos.append(cols[2])
@@ -891,7 +907,7 @@ def _write_kmou(samples: Sequence[Sample], report: WriteReport, *, newline: str 
         out.append(f"; {raw}{newline}${marked}{newline}")
         for tok, p, w, tag in zip(s.tokens, pos, words, tagging.tags):
             if "\t" in tok or "\n" in tok:
-                raise InputError(f"token {tok!r} of sample {s.id!r} cannot be written as a KMOU line")
+                raise InputError(f"token {_shown(tok)} of sample {s.id!r} cannot be written as a KMOU line")
             kmou_tag = "O" if tag == "O" else ("B_" + tag[2:] if tag[0] == "B" else "I")
             out.append(f"{w}\t{tok}\t{p}\t{kmou_tag}{newline}")
         out.append(newline)

@@ -19,7 +19,6 @@ synthetic sample) so that a run can say which one it followed: ``train.weight_pr
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Iterable
 
 from knowfree.data.sample import Sample, is_extension
 from knowfree.errors import InputError
-from knowfree.provenance import atomic_write_json
+from knowfree.provenance import atomic_write_json, read_json_file
 
 WEIGHT_RULES = ("count", "flat", "zero_below")
 
@@ -170,11 +169,14 @@ class LabelSchema:
 
     @classmethod
     def load(cls, path: str | Path) -> "LabelSchema":
+        d = read_json_file(path, "label schema", "name a schema.json written by knowfree "
+                           "(train or augment), or restore it")
+        if not isinstance(d, dict):
+            raise InputError("a label schema is a JSON object with \"labels\"", str(path))
         try:
-            d = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"cannot read label schema: {e}", where=str(path)) from None
-        return cls.from_dict(d)
+            return cls.from_dict(d)
+        except InputError as e:
+            raise InputError(e.what, str(path), e.fix) from None
 
     def __repr__(self) -> str:
         return f"LabelSchema({self.n_targets} targets, {len(self.extensions)} extensions)"
