@@ -30,6 +30,11 @@ def main(argv=None) -> int:
     except KnowfreeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C is the user's choice, not a failure to explain with a traceback; every file
+        # is written atomically, so nothing is left half-written
+        print("interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # `python -m knowfree data stats weibo | head` closes the pipe early: not an error.
         sys.stderr.close()

@@ -27,9 +27,10 @@ from knowfree.data.sample import Sample, Span
 from knowfree.data.schema import LabelSchema
 from knowfree.encoder import TokenEncoder
 from knowfree import precision as precision_mod
-from knowfree.errors import InputError
+from knowfree.errors import InputError, int_at_least
 from knowfree.model import ModelConfig, build_model, move_batch
-from knowfree.provenance import atomic_write_text
+from knowfree.provenance import (atomic_write_text, decode_utf8, guard_outputs, read_json_file,
+                                 read_utf8)
 
 # Languages written without spaces between words: one token per non-space character.
 CHAR_LANGS = ("zh", "ja")
@@ -39,6 +40,9 @@ Decoded = tuple[int, int, str, float]  # start, end (exclusive, tokens), label, 
 # Also the trainer's default evaluation batch size: the same samples in the same batches give
 # bit-identical probabilities, so a loaded run rescoring a split matches the trainer's score.
 BATCH_SIZE = 16
+
+# What Predictor.load reads from a run folder (metrics.json too, when it is there).
+RUN_FILES = ("config.json", "schema.json", "encoder.json", "data.json", "model.safetensors")
 
 
 def split_text(text: str, lang: str) -> tuple[list[str], list[tuple[int, int]]]:
@@ -307,23 +311,26 @@ class Predictor:
         """``precision``: None takes the run's own (train.precision, as its metrics.json resolved
         it), so that rescoring a split reproduces the trainer's score exactly."""
         run_dir = Path(run_dir)
-        for name in ("config.json", "schema.json", "encoder.json", "data.json", "model.safetensors"):
+        for name in RUN_FILES:
             if not (run_dir / name).is_file():
                 raise InputError(f"not a trained run folder: {name} is missing", where=str(run_dir),
                                  fix="point at the run_dir of a `python -m knowfree train` run")
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+
+        def run_json(name: str):
+            return read_json_file(run_dir / name, f"run file {name}",
+                                  "restore the run folder, or train it again in a new folder")
+        config = run_json("config.json")
         schema = LabelSchema.load(run_dir / "schema.json")
-        spec = json.loads((run_dir / "encoder.json").read_text(encoding="utf-8"))
+        spec = run_json("encoder.json")
         # architecture from the run's own files; every trained weight comes from
         # model.safetensors, frozen ones from the pretrained encoder (their sha256 is checked)
         has_frozen = "frozen_sha256" in weights_metadata(run_dir / "model.safetensors")
         encoder = TokenEncoder.from_spec(spec, None if has_frozen else run_dir / "encoder")
         model = build_model(ModelConfig.from_dict(config["model"]), schema, encoder=encoder)
         load_weights(model, run_dir / "model.safetensors")
-        data = json.loads((run_dir / "data.json").read_text(encoding="utf-8"))
+        data = run_json("data.json")
         if precision is None:
-            metrics = run_dir / "metrics.json"
-            done = json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else {}
+            done = run_json("metrics.json") if (run_dir / "metrics.json").is_file() else {}
             precision = done.get("precision") or config.get("train", {}).get("precision", "fp32")
         return cls(model, lang=data.get("lang", "zh"), device=device, precision=precision)
 
@@ -363,12 +370,19 @@ class Predictor:
 # --------------------------------------------------------------------------------------------
 
 
+def _lines(text: str) -> list[str]:
+    """Records split at LF only: a lone carriage return inside a text is part of it (reading
+    in Python's universal-newline mode would cut one record into two)."""
+    lines = text.split("\n")
+    return lines[:-1] if lines[-1] == "" else lines
+
+
 def _read_texts(lines: Iterable[str], source: str) -> list[tuple[str, dict]]:
     """(text, fields to carry to the output) per line: JSONL records with a "text" field (their
     "id" is carried), or one plain text per line (decided per line)."""
     texts = []
     for n, line in enumerate(lines, 1):
-        line = line.rstrip("\r\n")
+        line = line.removesuffix("\r")
         if line.lstrip().startswith("{"):
             try:
                 record = json.loads(line)
@@ -392,7 +406,7 @@ def cli_main(argv: Sequence[str]) -> int:
     p.add_argument("run_dir", help="run folder written by `python -m knowfree train`")
     p.add_argument("--input", help="JSONL with a \"text\" field, or plain text lines (default: stdin)")
     p.add_argument("--output", help="JSONL out, one record per input line (default: stdout)")
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    p.add_argument("--batch-size", type=int_at_least(1), default=BATCH_SIZE)
     p.add_argument("--lang", help="override the language of the training data (zh, ja, en, ko, ...)")
     p.add_argument("--tokens", action="store_true",
                    help="INPUT is a tokenised dataset file (KnowFREE JSONL, or --format): its tokens "
@@ -404,6 +418,8 @@ def cli_main(argv: Sequence[str]) -> int:
                    help="fp32, bf16 or auto (default: the precision the run was trained and "
                         "scored in, so that --tokens reproduces its test score)")
     args = p.parse_args(list(argv))
+    run_files = [("RUN_DIR file", Path(args.run_dir) / name) for name in RUN_FILES + ("metrics.json",)]
+    guard_outputs([("--input", args.input), *run_files], files=[("--output", args.output)])
 
     if args.tokens:
         if not (args.input and args.output):
@@ -415,15 +431,10 @@ def cli_main(argv: Sequence[str]) -> int:
         formats.write(predicted, args.output, "jsonl")
         return 0
     if args.input:
-        try:
-            with open(args.input, encoding="utf-8") as f:
-                records = _read_texts(f, args.input)
-        except OSError as e:
-            raise InputError(f"cannot read input: {e.strerror}", where=args.input) from None
-        except UnicodeDecodeError:
-            raise InputError("input is not UTF-8", where=args.input) from None
+        text = read_utf8(args.input, "--input file")
     else:
-        records = _read_texts(sys.stdin, "<stdin>")
+        text = decode_utf8(sys.stdin.buffer.read(), "<stdin>")
+    records = _read_texts(_lines(text), args.input or "<stdin>")
     predictor = Predictor.load(args.run_dir, device=args.device, precision=args.precision)
     results = predictor.predict([t for t, _ in records], batch_size=args.batch_size, lang=args.lang)
     out = "".join(json.dumps({**extra, "text": t, "spans": r}, ensure_ascii=False) + "\n"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from knowfree import params as P
 from knowfree.errors import ConfigError
-from knowfree.provenance import REPO_ROOT, atomic_write_json, git_commit
+from knowfree.provenance import REPO_ROOT, atomic_write_json, git_commit, guard_outputs
 from knowfree.results import record_run, run_dir, write_readme
 
 DEFAULT_PARAMS = "params/default.yaml"
@@ -146,6 +146,11 @@ def cli_main(argv: list[str]) -> int:
         command += f" --only {args.only}"
     print(f"[reproduce] {params.source}: run {params.run_name!r}, params hash {params.hash}, "
           f"{len(steps)} notebook(s)")
+    results = [REPO_ROOT / d for d in dict.fromkeys(s["parameters"]["results_dir"] for s in steps)]
+    guard_outputs([("--params", path), *(("notebook", s["input"]) for s in steps)],
+                  files=[*(("executed notebook", s["output"]) for s in steps),
+                         ("run record", run_dir(params.run_name) / "run.json"),
+                         *(("results index", r / n) for r in results for n in ("index.json", "README.md"))])
     if args.dry_run:
         for s in steps:
             print(f"  {s['notebook']} -> {s['output']}")

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knowfree import yamlio
-from knowfree.errors import ConfigError
-from knowfree.provenance import REPO_ROOT, atomic_write_text
+from knowfree.errors import ConfigError, int_at_least, positive_seconds
+from knowfree.provenance import REPO_ROOT, atomic_write_text, guard_outputs
 
 SUMMARY_FIELDS = [
     "run", "group", "k", "head", "seed", "status", "overrides", "epochs_run", "best_epoch", "dev_f1", "test_p", "test_r",
@@ -74,12 +74,14 @@ def plan(sweep: dict) -> list[Run]:
     known = {"base", "set", "groups"}
     if set(sweep) - known:
         raise ConfigError(f"unknown sweep keys {sorted(set(sweep) - known)} (known: {sorted(known)})")
-    if not sweep.get("base"):
-        raise ConfigError("a sweep needs `base:`, the trainer config its runs start from")
+    if not sweep.get("base") or not isinstance(sweep["base"], str):
+        raise ConfigError("a sweep needs `base:`, the path of the trainer config its runs start from")
     common = _as_set_items(sweep.get("set"), "set")
     runs: list[Run] = []
+    if not isinstance(sweep.get("groups") or [], list):
+        raise ConfigError("sweep `groups:` must be a list of groups (- name: ...)")
     for g in sweep.get("groups") or []:
-        if not isinstance(g, dict) or not g.get("name"):
+        if not isinstance(g, dict) or not g.get("name") or not isinstance(g["name"], str):
             raise ConfigError(f"each group needs a name, got {g!r}")
         if set(g) - {"name", "set", "grid"}:
             raise ConfigError(f"group {g['name']!r}: unknown keys {sorted(set(g) - {'name', 'set', 'grid'})}")
@@ -98,6 +100,19 @@ def plan(sweep: dict) -> list[Run]:
     if dup:
         raise ConfigError(f"runs with the same name: {dup}; give the groups different names")
     return runs
+
+
+def check_configs(base: Path, runs: list[Run]) -> None:
+    """Validate the base config with every run's overrides before any process starts (in dry
+    runs too): a typo in a grid key fails here, once, not inside every run's train.log."""
+    from knowfree.train import load_config
+
+    for r in runs:
+        try:
+            load_config(base, r.overrides)
+        except ConfigError as e:
+            raise ConfigError(f"run {r.name} (base {base} with --set {' --set '.join(r.overrides)}): {e}"
+                              ) from None
 
 
 def _knowledge_of(train_file: str | None) -> tuple[str, str]:
@@ -286,8 +301,8 @@ def cli_main(argv) -> int:
                                 description="Run a sweep of trainings in parallel processes.")
     p.add_argument("sweep", help="sweep YAML (see configs/sweeps/)")
     p.add_argument("--out", required=True, help="folder for the run folders and summary.csv")
-    p.add_argument("--jobs", type=int, default=1, help="runs at a time (default 1)")
-    p.add_argument("--deadline", type=float, default=None,
+    p.add_argument("--jobs", type=int_at_least(1), default=1, help="runs at a time (default 1)")
+    p.add_argument("--deadline", type=positive_seconds, default=None,
                    help="seconds after which running runs are stopped and no new ones start")
     p.add_argument("--only", nargs="+", default=None, help="groups to run (default: all)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -314,12 +329,14 @@ def cli_main(argv) -> int:
         base = REPO_ROOT / base  # sweep files name configs relative to the repository
     if not base.is_file():
         raise ConfigError(f"sweep base config {sweep['base']} does not exist")
+    table_files = [("--table", Path(args.table).with_suffix(ext)) for ext in (".csv", ".md")] if args.table else []
+    guard_outputs([("SWEEP", sweep_file), ("base", base)],
+                  files=[("--out", Path(args.out) / "summary.csv"), *table_files], folders=[("--out", args.out)])
+    check_configs(base, runs)
     if args.dry_run:
         for r in runs:
             print(r.name, " ".join(r.overrides))
         return 0
-    if args.jobs < 1:
-        raise ConfigError("--jobs must be at least 1")
     out = Path(args.out)
     rows = collect(runs, out) if args.collect else execute(base, runs, out, args.jobs, args.deadline)
     path = write_summary(out, rows)

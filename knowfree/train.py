@@ -50,7 +50,7 @@ from knowfree.data.sample import Sample, Span, is_extension
 from knowfree.data.sampling import DEFAULT_SEED, Subset, k_sentences, save_subset
 from knowfree.data.schema import WEIGHT_PRESETS, WEIGHT_RULES, LabelSchema
 from knowfree.encoder import provenance as encoder_provenance
-from knowfree.errors import ConfigError, KnowfreeError
+from knowfree.errors import ConfigError, InputError, KnowfreeError, int_at_least
 from knowfree.metrics import evaluate
 from knowfree.model import ModelConfig, build_model, move_batch
 from knowfree import precision as precision_mod
@@ -58,7 +58,8 @@ from knowfree.precision import PRECISIONS
 from knowfree.predict import (BATCH_SIZE as PREDICT_BATCH_SIZE, frozen_reference, frozen_tensors, load_weights,
                               predict_spans, split_long)
 from knowfree.provenance import (REPO_ROOT, atomic_write_bytes, atomic_write_json, atomic_write_text,
-                                 git_commit, hash_json, hash_samples, sha256_file)
+                                 git_commit, guard_outputs, hash_json, hash_samples, read_json_file,
+                                 sha256_file)
 
 # --------------------------------------------------------------------------------------------
 # Config
@@ -176,6 +177,8 @@ def validate_config(config: dict) -> dict:
                 want = " or ".join("null" if t is type(None) else t.__name__ for t in f.types)
                 raise ConfigError(f"config key {name!r} must be {want}"
                                   f"{' or null' if f.nullable else ''}, got {type(v).__name__} {v!r}")
+            elif isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"config key {name!r} must be a finite number, got {v!r}")
             elif f.check and not f.check[0](v):
                 raise ConfigError(f"config key {name!r} must be {f.check[1]}, got {v!r}")
             if isinstance(v, int) and not isinstance(v, bool) and f.types == (float,):
@@ -488,6 +491,15 @@ def save_weights(model, path: Path, frozen_ref: dict | None = None, **metadata) 
     write_weights(path, weight_tensors(model), {**metadata, **frozen_ref})
 
 
+# What a checkpoint state file holds (Trainer: run.save_last).
+_STATE_KEYS = ("epoch", "optimizer", "scheduler", "rng", "history", "best", "finished")
+# Files a run writes in its folder (besides encoder/ and checkpoints/); none may be an input.
+RUN_FILES = ("config.json", "schema.json", "subset.json", "encoder.json", "data.json",
+             "model.safetensors", "epochs.csv", "metrics.json")
+# What only training writes: a folder without them holds no work to lose.
+_TRAINED = ("model.safetensors", "metrics.json", "checkpoints")
+
+
 class RunDir:
     """Files of one run folder; the last checkpoint is a numbered pair named by last.json, so a
     kill between writing weights and state can never pair one epoch's weights with another's
@@ -502,7 +514,10 @@ class RunDir:
 
     def read_json(self, name: str):
         p = self.path / name
-        return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+        if not p.is_file():
+            return None
+        return read_json_file(p, f"run file {name}", f"delete {p} (or the whole run folder "
+                              f"{self.path}) to train it again from the start")
 
     def save_last(self, model, state: dict, frozen_ref: dict | None = None) -> None:
         epoch = state["epoch"]
@@ -522,8 +537,22 @@ class RunDir:
         pointer = self.read_json("checkpoints/last.json")
         if pointer is None:
             return None
+        fix = f"delete the folder {self.ckpt} to train the run again from the start"
+        if not (isinstance(pointer, dict) and isinstance(pointer.get("weights"), str)
+                and isinstance(pointer.get("state"), str)):
+            raise InputError('the checkpoint pointer must name "weights" and "state" files',
+                             str(self.ckpt / "last.json"), fix)
         load_weights(model, self.ckpt / pointer["weights"])
-        return torch.load(self.ckpt / pointer["state"], map_location="cpu", weights_only=True)
+        state_file = self.ckpt / pointer["state"]
+        try:
+            state = torch.load(state_file, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises pickle, zip and runtime errors of many kinds
+            raise InputError(f"cannot read the checkpoint state ({type(e).__name__}: "
+                             f"{str(e)[:200]})", str(state_file), fix) from None
+        missing = sorted(set(_STATE_KEYS) - set(state)) if isinstance(state, dict) else list(_STATE_KEYS)
+        if missing:
+            raise InputError(f"the checkpoint state lacks {', '.join(missing)}", str(state_file), fix)
+        return state
 
     def drop_last(self) -> None:
         for p in self.ckpt.glob("*"):
@@ -612,28 +641,30 @@ def _default_run_dir(config: dict) -> Path:
 
 
 def train(config: dict, run_dir: str | Path | None = None, progress: bool = True,
-          stop_after: int | None = None) -> dict:
+          stop_after: int | None = None, inputs=()) -> dict:
     """Train from a config (see CONFIG_SCHEMA) and return the run's metrics.
 
     A run folder that holds a checkpoint of the same config and data is resumed; a completed one
     returns its metrics without training again. ``stop_after`` ends this call after that many
     epochs in total (checkpoint written; the returned dict has complete = False), so long runs
-    can be split into sittings. ``train.threads`` applies for this call only."""
+    can be split into sittings. ``train.threads`` applies for this call only. ``inputs``:
+    further (name, path) pairs the run must not overwrite (the CLI's config file)."""
     config = validate_config(config)
     before = torch.get_num_threads()
     if config["train"]["threads"]:
         torch.set_num_threads(config["train"]["threads"])
     try:
-        return _train(config, run_dir, progress, stop_after)
+        return _train(config, run_dir, progress, stop_after, inputs)
     finally:
         torch.set_num_threads(before)
 
 
-def _train(config: dict, run_dir, progress: bool, stop_after: int | None) -> dict:
+def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs) -> dict:
 
     wall0 = time.time()
     t = config["train"]
     run = RunDir(Path(run_dir or config["output"]["run_dir"] or _default_run_dir(config)))
+    _guard_run(run, config, inputs)
     chash = config_hash(config)
     # taken now, not when the run ends: the code that trains is the code imported at the start,
     # and edits made while a long run goes on must not mark it '+dirty'
@@ -811,10 +842,29 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None) -> dic
     return metrics
 
 
+def _guard_run(run: RunDir, config: dict, inputs) -> None:
+    """Before anything is read: no file the run writes may be one of its inputs (a run folder
+    given as its own train.init_from, a data file inside it)."""
+    d = config["data"]
+    named = [*inputs, *((f"data.{k}", d[k]) for k in ("train_file", "dev_file", "test_file", "schema_file"))]
+    source = config["train"]["init_from"]
+    if source:
+        named += [("train.init_from file", Path(source) / name) for name in RUN_FILES]
+    guard_outputs(named, files=[("run folder file", run / name) for name in RUN_FILES],
+                  folders=[("run folder", run.path)])
+
+
 def _check_same_run(run: RunDir, chash: str, data_info: dict) -> None:
-    """Refuse to resume (or return) a run folder made by another config or other data."""
+    """Refuse to resume (or return) a run folder made by another config or other data. A
+    folder where setup failed before any training (only config, schema, encoder files) is
+    taken over: its files are removed, so nothing of the failed setup mixes with this run."""
     old = run.read_json("config.json")
     if old is None:
+        return
+    if not any((run / name).exists() for name in _TRAINED):
+        for name in RUN_FILES:
+            (run / name).unlink(missing_ok=True)
+        shutil.rmtree(run / "encoder", ignore_errors=True)
         return
     if config_hash(old) != chash:
         raise ConfigError(f"run folder {run.path} holds a run of another config "
@@ -838,13 +888,13 @@ def cli_main(argv) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=3 (value read as YAML)")
     p.add_argument("--run-dir", help="run folder (default: output.run_dir, else results/runs/<name>)")
-    p.add_argument("--stop-after", type=int, metavar="EPOCHS",
+    p.add_argument("--stop-after", type=int_at_least(1), metavar="EPOCHS",
                    help="stop after this many epochs in total; run again to resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(list(argv))
     config = load_config(args.config, args.overrides)
     metrics = train(config, run_dir=args.run_dir, progress=not args.no_progress,
-                    stop_after=args.stop_after)
+                    stop_after=args.stop_after, inputs=[("CONFIG", args.config)])
     if not metrics["complete"]:
         print(f"stopped after epoch {metrics['epoch']}; run the same command to resume "
               f"({metrics['run_dir']})")

@@ -13,6 +13,7 @@ from knowfree.data.formats import (FORMATS, count_overlapping, read, read_option
 from knowfree.data.registry import REGISTRY, open_dataset
 from knowfree.data.sample import Sample
 from knowfree.errors import InputError
+from knowfree.provenance import guard_outputs
 
 
 def split_stats(samples: Sequence[Sample]) -> dict:
@@ -68,6 +69,7 @@ def _stats(args) -> int:
 
 
 def _convert(args) -> int:
+    guard_outputs([("INPUT", args.input)], files=[("OUTPUT", args.output)])
     ropts = {"scheme": args.scheme, "lang": args.lang}
     ropts = {k: v for k, v in ropts.items() if v is not None}
     result = read(args.input, args.src, **_only(ropts, read_options(args.src), args.src, "reading"))

@@ -72,8 +72,8 @@ from knowfree.knowledge import align
 from knowfree.knowledge.normalise import (SEG_WORD, UNKNOWN_ENTITY_POLICIES, Normaliser, alias_tables,
                                           wants_segment)
 from knowfree.provenance import (REPO_ROOT, atomic_write_gzip, atomic_write_json, atomic_write_text,
-                                 cache_root, git_commit, hash_json, hash_samples, sha256_bytes,
-                                 sha256_file)
+                                 cache_root, git_commit, guard_outputs, hash_json, hash_samples,
+                                 read_json_file, sha256_bytes, sha256_file)
 
 KNOWLEDGE = ("llm", "taggers", "both")
 LLM_KINDS = ("entity", "pos")
@@ -646,16 +646,41 @@ def _write_jsonl(samples: Sequence[Sample], path: Path) -> None:
 ANSWERS_FILE = "answers.jsonl"
 
 
-def augment(config: dict, progress: bool = False) -> AugmentResult:
-    """Run the configured augmentation (module doc) and write its output folder."""
+# Files an augment run writes in its output folder (besides pseudo_label_run/, a train run).
+OUTPUT_FILES = ("fusion.jsonl", "schema.json", "dev.jsonl", "syn_fusion.jsonl", "syn_schema.json",
+                ANSWERS_FILE, "stats.json")
+
+
+def _guard(cfg: dict, out_dir: Path, inputs) -> None:
+    """Before anything is read: no output may be one of the run's inputs (a rerun on its own
+    fusion.jsonl, an output folder that is the pseudo-label run)."""
+    named = [*inputs, ("train_file", cfg["train_file"] and _path(cfg["train_file"])),
+             ("dev_file", cfg["dev_file"] and _path(cfg["dev_file"]))]
+    if isinstance(cfg["llm"]["prompts"], str):
+        named.append(("llm.prompts", _path(cfg["llm"]["prompts"])))
+    pl = cfg["synthesis"]["pseudo_label"]
+    if isinstance(pl["train"], str):
+        named.append(("synthesis.pseudo_label.train", _path(pl["train"])))
+    if pl["run_dir"]:
+        from knowfree.train import RUN_FILES
+        named += [("synthesis.pseudo_label.run_dir file", _path(pl["run_dir"]) / n) for n in RUN_FILES]
+    guard_outputs(named, files=[("output file", out_dir / n) for n in OUTPUT_FILES],
+                  folders=[("output", out_dir)])
+
+
+def augment(config: dict, progress: bool = False, inputs=()) -> AugmentResult:
+    """Run the configured augmentation (module doc) and write its output folder. ``inputs``:
+    further (name, path) pairs no output may overwrite (the CLI's config file)."""
     cfg = validate_config(config)
     wall0 = time.perf_counter()
     timings: dict[str, float] = {}
 
+    setting_name = cfg["dataset"] or _path(cfg["train_file"]).stem  # as load_setting names it
+    out_dir = _path(cfg["output"]) if cfg["output"] else default_output(cfg, setting_name)
+    _guard(cfg, out_dir, inputs)
     t0 = time.perf_counter()
     setting = load_setting(cfg)
     timings["load"] = time.perf_counter() - t0
-    out_dir = _path(cfg["output"]) if cfg["output"] else default_output(cfg, setting.name)
 
     knowledge = Knowledge(cfg, setting.lang)
     try:
@@ -734,54 +759,59 @@ def source_name(stats: dict, synthesis: bool | None = None) -> str:
     return " + ".join(parts)
 
 
+def _source_row(st: dict) -> dict:
+    prov, src, fus = st["provenance"], st["sources"], st["fusion"]
+    llm = src.get("llm")
+    tag = src.get("taggers")
+    syn = st.get("synthesis")
+    versions = []
+    if tag:
+        versions.append(tag["version"])
+    if llm:
+        versions.append(f"{llm['model']} ({', '.join(t['version'] for t in prov['knowledge']['llm']['templates'].values())})")
+    versions.append(f"aliases {prov['knowledge']['alias_tables']}")
+    data_hash = (prov["data"].get("content_hash") or {}).get("train") or prov["data"].get("sha256")
+    return {
+        "knowledge_source": source_name(st),
+        "dataset": st["setting"]["name"], "k": st["setting"]["k"], "sample_seed": st["setting"]["seed"],
+        "sentences": fus["sentences"],
+        "ext_spans_per_sentence": fus["ext_spans_per_sentence"],
+        **{f"{fam}_per_sentence": v for fam, v in fus["ext_spans_per_sentence_by_family"].items()},
+        "label_inventory_size": fus["label_inventory_size"],
+        "parse_failure_rate": llm["parse_failure_rate"] if llm else "n/a",
+        "hallucination_rate": llm["hallucination_rate"] if llm else "n/a",
+        "pos_coverage": (llm or tag or {}).get("pos_coverage"),
+        "synthetic_per_source": syn["synthetic_per_source"] if syn else "n/a",
+        "synthetic_sentences": syn["synthetic"]["sentences"] if syn else "n/a",
+        # what the pseudo-label model put on the synthetic sentences, and how good it was
+        "synthetic_target_spans_per_sentence": (
+            round(syn["synthetic"]["target_spans"] / syn["synthetic"]["sentences"], 4)
+            if syn and syn["synthetic"]["sentences"] else "n/a"),
+        "synthetic_ext_spans_per_sentence": syn["synthetic"]["ext_spans_per_sentence"] if syn else "n/a",
+        "pseudo_label_model_dev_f1": ((syn["pseudo_label"].get("model_dev") or {}).get("f1", "n/a")
+                                      if syn else "n/a"),
+        "knowledge_seconds": st["seconds"].get("knowledge"),
+        # a replayed run reads every answer from the cache: its seconds are not the LLM's cost
+        "llm_mode": prov["config"]["llm"]["mode"] if llm else "n/a",
+        "llm_http_requests": (st.get("llm_usage") or {}).get("http_requests", "n/a") if llm else "n/a",
+        "git_commit": prov["git_commit"], "knowledge_code_hash": prov.get("knowledge_code_hash"),
+        "data_hash": data_hash,
+        "subset_hash": st["setting"]["content_hash"], "tool_versions": "; ".join(versions),
+    }
+
+
 def knowledge_source_table(stats_files: Iterable[str | Path]):
     """One row per augment run (its stats.json): what each knowledge source added."""
     import pandas as pd
 
     rows = []
     for f in stats_files:
+        st = read_json_file(f, "augment stats", "name the stats.json of a finished augment run")
         try:
-            st = json.loads(Path(f).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"cannot read augment stats: {e}", where=str(f)) from None
-        prov, src, fus = st["provenance"], st["sources"], st["fusion"]
-        llm = src.get("llm")
-        tag = src.get("taggers")
-        syn = st.get("synthesis")
-        versions = []
-        if tag:
-            versions.append(tag["version"])
-        if llm:
-            versions.append(f"{llm['model']} ({', '.join(t['version'] for t in prov['knowledge']['llm']['templates'].values())})")
-        versions.append(f"aliases {prov['knowledge']['alias_tables']}")
-        data_hash = (prov["data"].get("content_hash") or {}).get("train") or prov["data"].get("sha256")
-        rows.append({
-            "knowledge_source": source_name(st),
-            "dataset": st["setting"]["name"], "k": st["setting"]["k"], "sample_seed": st["setting"]["seed"],
-            "sentences": fus["sentences"],
-            "ext_spans_per_sentence": fus["ext_spans_per_sentence"],
-            **{f"{fam}_per_sentence": v for fam, v in fus["ext_spans_per_sentence_by_family"].items()},
-            "label_inventory_size": fus["label_inventory_size"],
-            "parse_failure_rate": llm["parse_failure_rate"] if llm else "n/a",
-            "hallucination_rate": llm["hallucination_rate"] if llm else "n/a",
-            "pos_coverage": (llm or tag or {}).get("pos_coverage"),
-            "synthetic_per_source": syn["synthetic_per_source"] if syn else "n/a",
-            "synthetic_sentences": syn["synthetic"]["sentences"] if syn else "n/a",
-            # what the pseudo-label model put on the synthetic sentences, and how good it was
-            "synthetic_target_spans_per_sentence": (
-                round(syn["synthetic"]["target_spans"] / syn["synthetic"]["sentences"], 4)
-                if syn and syn["synthetic"]["sentences"] else "n/a"),
-            "synthetic_ext_spans_per_sentence": syn["synthetic"]["ext_spans_per_sentence"] if syn else "n/a",
-            "pseudo_label_model_dev_f1": ((syn["pseudo_label"].get("model_dev") or {}).get("f1", "n/a")
-                                          if syn else "n/a"),
-            "knowledge_seconds": st["seconds"].get("knowledge"),
-            # a replayed run reads every answer from the cache: its seconds are not the LLM's cost
-            "llm_mode": prov["config"]["llm"]["mode"] if llm else "n/a",
-            "llm_http_requests": (st.get("llm_usage") or {}).get("http_requests", "n/a") if llm else "n/a",
-            "git_commit": prov["git_commit"], "knowledge_code_hash": prov.get("knowledge_code_hash"),
-            "data_hash": data_hash,
-            "subset_hash": st["setting"]["content_hash"], "tool_versions": "; ".join(versions),
-        })
+            rows.append(_source_row(st))
+        except (KeyError, TypeError, AttributeError) as e:
+            raise InputError(f"not the stats.json of an augment run ({type(e).__name__}: {e})", str(f),
+                             "name the stats.json of a finished augment run") from None
     df = pd.DataFrame(rows)
     fam_cols = sorted(c for c in df.columns
                       if c.endswith("_per_sentence") and not c.startswith(("ext_spans_", "synthetic_")))
@@ -799,8 +829,10 @@ def write_knowledge_source_table(stats_files: Iterable[str | Path], stem: str | 
     from knowfree.results import to_markdown
 
     stats_files = list(stats_files)
-    df = knowledge_source_table(stats_files)
     stem = Path(stem)
+    guard_outputs([("STATS", f) for f in stats_files],
+                  files=[("--out", stem.with_suffix(ext)) for ext in (".csv", ".md")])
+    df = knowledge_source_table(stats_files)
     atomic_write_text(stem.with_suffix(".csv"), df.to_csv(index=False))
     note = ("What each knowledge source added to the same training setting. Rows come from the "
             "augment runs' stats.json (`knowfree.knowledge.pipeline.knowledge_source_table`); "
@@ -840,6 +872,11 @@ def _portable(obj: Any) -> Any:
     return obj
 
 
+def _packed_name(name: str) -> str:
+    """Where ``augment pack`` puts a run file: sets gzipped, the pseudo-label run's files flat."""
+    return f"{name}.gz" if name in PACKED_SETS else name.replace("pseudo_label_run/", "pseudo_label_")
+
+
 def pack(run_dir: str | Path, dest: str | Path) -> dict:
     """Copy the commit-sized part of a finished augment run into ``dest`` (see PACKED_*).
 
@@ -851,11 +888,16 @@ def pack(run_dir: str | Path, dest: str | Path) -> dict:
     import shutil
 
     run_dir, dest = _path(run_dir), _path(dest)
+    names = ("stats.json", *PACKED_SETS, *PACKED_FILES)
+    guard_outputs([("RUN_DIR file", run_dir / n) for n in names],
+                  files=[("--dest file", dest / _packed_name(n)) for n in names], folders=[("--dest", dest)])
     stats_file = run_dir / "stats.json"
     if not stats_file.is_file():
         raise InputError("no stats.json: the augment run has not finished (stats.json is written last)",
                          str(run_dir), "rerun `python -m knowfree augment CONFIG` until it completes")
-    stats = json.loads(stats_file.read_text(encoding="utf-8"))
+    stats = read_json_file(stats_file, "augment stats", "rerun the augment command; it writes stats.json last")
+    if not isinstance(stats, dict):
+        raise InputError("augment stats must be a JSON object", str(stats_file))
     if not stats.get("complete"):
         raise InputError(f"the augment run is incomplete ({stats.get('failed_requests')} failed LLM requests)",
                          str(run_dir), "rerun the same augment command; it asks only for the missing answers")
@@ -865,12 +907,12 @@ def pack(run_dir: str | Path, dest: str | Path) -> dict:
         src = run_dir / name
         if src.is_file():
             data = src.read_bytes()
-            atomic_write_gzip(dest / f"{name}.gz", data)
-            packed["files"][f"{name}.gz"] = {"sha256_uncompressed": sha256_bytes(data), "bytes": len(data)}
+            atomic_write_gzip(dest / _packed_name(name), data)
+            packed["files"][_packed_name(name)] = {"sha256_uncompressed": sha256_bytes(data), "bytes": len(data)}
     for name in PACKED_FILES:
         src = run_dir / name
         if src.is_file():
-            target = dest / name.replace("pseudo_label_run/", "pseudo_label_")
+            target = dest / _packed_name(name)
             if src.suffix == ".json":
                 atomic_write_json(target, _portable(json.loads(src.read_text(encoding="utf-8"))))
             else:
@@ -915,7 +957,7 @@ def cli_main(argv: Sequence[str]) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.output:
         cfg["output"] = args.output
-    result = augment(cfg, progress=not args.no_progress)
+    result = augment(cfg, progress=not args.no_progress, inputs=[("CONFIG", args.config)])
     st = result.stats
     fus = st["fusion"]
     print(f"{result.output}: {fus['sentences']} sentences, {fus['extension_spans']} extension spans "
