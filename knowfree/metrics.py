@@ -7,13 +7,15 @@ P, R and F1 are computed exactly as seqeval does (F1 = 2PR / (P + R), 0 when und
 flat BIO data the numbers equal seqeval's entity-level scores bit for bit (tests/test_metrics.py).
 
 ``python -m knowfree eval GOLD PRED`` scores two KnowFREE JSONL files; samples are paired by
-id when every sample in both files has a unique id, else by position, and must have the same
-tokens.
+id when both files carry ids of their own (readers make up ``<file name>-<index>`` ids
+otherwise, which never match across two files) and all are unique, else by position, and
+must have the same tokens; the command says which rule it used.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -86,25 +88,37 @@ def _spans(x: Sample | Iterable[Span], include_extensions: bool) -> set[Span]:
     return {s for s in spans if include_extensions or not is_extension(s.label)}
 
 
-def pair_samples(gold: list[Sample], pred: list[Sample]) -> list[Sample]:
-    """``pred`` reordered to follow ``gold`` by id when all ids are unique, else unchanged."""
+def pair_samples(gold: list[Sample], pred: list[Sample], by_id: bool = True,
+                 names: tuple[str, str] = ("gold", "predicted")) -> tuple[list[Sample], str]:
+    """``pred`` in the order of ``gold``, and the rule used: by id when ``by_id`` (both files
+    carry ids of their own) and every id is unique, else by position. ``names`` name the two
+    sides in errors (the files, for the CLI)."""
     g_ids, p_ids = [s.id for s in gold], [s.id for s in pred]
-    if not (all(g_ids) and all(p_ids) and len(set(g_ids)) == len(g_ids)
-            and len(set(p_ids)) == len(p_ids)):
-        return pred
-    by_id = dict(zip(p_ids, pred))
-    missing = [i for i in g_ids if i not in by_id]
+    unique = (all(g_ids) and all(p_ids) and len(set(g_ids)) == len(g_ids)
+              and len(set(p_ids)) == len(p_ids))
+    if not (by_id and unique):
+        if len(gold) != len(pred):
+            raise InputError(f"{names[0]} has {len(gold)} sentences but {names[1]} has {len(pred)}; "
+                             "without ids of their own on both sides they are paired by position",
+                             fix="predict every gold sentence, in the same order (or keep their ids)")
+        why = "ids are not unique" if by_id else "not both files carry ids of their own"
+        return pred, f"by position ({why})"
+    by_pred_id = dict(zip(p_ids, pred))
+    missing = [i for i in g_ids if i not in by_pred_id]
     extra = set(p_ids) - set(g_ids)
     if missing or extra:
-        raise InputError(f"{len(missing)} gold ids have no prediction and {len(extra)} predicted "
-                         f"ids are not in gold (e.g. {(missing or sorted(extra))[0]!r})",
+        raise InputError(f"paired by id: {len(missing)} of the {len(gold)} ids of {names[0]} have no "
+                         f"sentence in {names[1]} and {len(extra)} of its {len(pred)} ids are not in "
+                         f"{names[0]} (e.g. {(missing or sorted(extra))[0]!r})",
                          fix="predict exactly the gold sentences, keeping their ids")
-    return [by_id[i] for i in g_ids]
+    return [by_pred_id[i] for i in g_ids], "by id"
 
 
 def cli_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m knowfree eval",
-                                 description="Span-level micro P/R/F1 of PRED against GOLD.")
+                                 description="Span-level micro P/R/F1 of PRED against GOLD. Sentences "
+                                             "are paired by id when both files carry unique ids of "
+                                             "their own (a JSONL \"id\" on every line), else by position.")
     ap.add_argument("gold", help="gold KnowFREE JSONL file")
     ap.add_argument("pred", help="predicted KnowFREE JSONL file")
     ap.add_argument("--fmt", default="jsonl", help="format of both files (default jsonl)")
@@ -112,8 +126,12 @@ def cli_main(argv: list[str]) -> int:
                     help="also score ext.* labels (ignored by default)")
     ap.add_argument("--json", action="store_true", help="print the scores as JSON")
     args = ap.parse_args(argv)
-    gold = read(args.gold, args.fmt).samples
-    pred = pair_samples(gold, read(args.pred, args.fmt).samples)
-    scores = evaluate(gold, pred, args.include_extensions)
+    gold, pred = read(args.gold, args.fmt), read(args.pred, args.fmt)
+    paired, rule = pair_samples(gold.samples, pred.samples,
+                                gold.report.ids_from_file and pred.report.ids_from_file,
+                                (f"GOLD {args.gold}", f"PRED {args.pred}"))
+    # on stderr: --json output stays one JSON document
+    print(f"{len(paired)} sentences paired {rule}", file=sys.stderr)
+    scores = evaluate(gold.samples, paired, args.include_extensions)
     print(json.dumps(scores.as_dict(), indent=2) if args.json else scores.summary())
     return 0

@@ -105,5 +105,5 @@ def test_eval_cli_pairs_by_id(tmp_path, capsys):
     assert "precision 0.5000  recall 0.5000  f1 0.5000  (tp 1, fp 1, fn 1)" in out
     assert out.splitlines()[-1].split()[0] == "B"
     write(pred[:1], tmp_path / "p1.jsonl", "jsonl")
-    with pytest.raises(InputError, match="1 gold ids have no prediction"):
+    with pytest.raises(InputError, match="paired by id: 1 of the 2 ids of GOLD .* have no sentence in PRED"):
         cli_main([str(tmp_path / "g.jsonl"), str(tmp_path / "p1.jsonl")])
