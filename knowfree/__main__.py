@@ -20,10 +20,14 @@ COMMANDS = {
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print("usage: python -m knowfree <command> [args]\n\ncommands:")
+        asked = not argv or argv[0] in ("-h", "--help")
+        out = sys.stdout if asked else sys.stderr  # an unknown command is an error, said as one
+        if not asked:
+            print(f"error: unknown command {argv[0]!r}", file=out)
+        print("usage: python -m knowfree <command> [args]\n\ncommands:", file=out)
         for name, (_, doc) in COMMANDS.items():
-            print(f"  {name:10s} {doc}")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+            print(f"  {name:10s} {doc}", file=out)
+        return 0 if asked else 2
     module = importlib.import_module(COMMANDS[argv[0]][0])
     try:
         return int(module.cli_main(argv[1:]) or 0)

@@ -425,7 +425,19 @@ def resolve_encoder(name: str) -> str:
         if not path.is_file():
             raise ConfigError(f"GGUF file {path} does not exist")
         return str(path)
+    if _looks_local(name) and not Path(name).expanduser().exists():
+        # checked here, offline: the hub would answer only after ~20 s of retries, and with
+        # "Repo id must be in the form ..." instead of naming the missing folder
+        raise ConfigError(f"encoder folder {name} does not exist (fix: build or copy the encoder "
+                          f"there, or name an offline alias such as {E5_ALIAS!r})")
     return name
+
+
+def _looks_local(name: str) -> bool:
+    """Whether an encoder name is meant as a local path, not a hub id ("org/model"): it starts
+    with / . or ~, ends in .gguf, has more than one /, or its first part is an existing folder."""
+    return (name.startswith(("/", ".", "~")) or name.endswith(".gguf") or name.count("/") > 1
+            or (os.sep in name and Path(name.split(os.sep)[0]).is_dir()))
 
 
 # What each offline alias may be used for; every run records it (``provenance``).

@@ -1,4 +1,10 @@
-"""Errors a user can act on: each names what is wrong, where, and how to fix it."""
+"""Errors a user can act on: each names what is wrong, where, and how to fix it.
+
+A hint names options in the terms the user typed them: a command line sets :func:`spelled`
+(``--on-overlap drop``), while Python callers read the keyword (``on_overlap='drop'``).
+"""
+import contextlib
+import contextvars
 
 
 class KnowfreeError(Exception):
@@ -38,17 +44,17 @@ def int_at_least(minimum: int):
     return parse
 
 
-def positive_seconds(text: str) -> float:
-    """An argparse ``type``: a finite number of seconds > 0 (not nan, not inf)."""
+def nonnegative_seconds(text: str) -> float:
+    """An argparse ``type``: a finite number of seconds >= 0 (not nan, not inf)."""
     import argparse
     import math
 
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
     return value
 
 
@@ -57,3 +63,29 @@ def shown(value, limit: int = 80) -> str:
     so that it can be found, and must stay readable when the line is 8 KB of NUL bytes."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+_SPELLING: contextvars.ContextVar[dict] = contextvars.ContextVar("knowfree_spelling", default={})
+
+
+@contextlib.contextmanager
+def spelled(forms: dict[str, str]):
+    """Within this block :func:`option` names options as a command's user types them: ``forms``
+    maps an option to its spelling, ``{}`` standing for the value (``{"on_overlap":
+    "--on-overlap {}"}``), or to a function of the value."""
+    token = _SPELLING.set(forms)
+    try:
+        yield
+    finally:
+        _SPELLING.reset(token)
+
+
+def option(name: str, value, python: str | None = None) -> str:
+    """How to set option ``name`` to ``value`` where the error is read: the running command's
+    flag or config key, else the Python keyword (``python``, default ``name=value``)."""
+    form = _SPELLING.get().get(name)
+    if callable(form):
+        return form(value)
+    if form is not None:
+        return form.format(value)
+    return python or f"{name}={value!r}"

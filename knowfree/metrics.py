@@ -22,9 +22,9 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from knowfree.data.formats import read
+from knowfree.data.formats import read, spellings
 from knowfree.data.sample import Sample, Span, is_extension
-from knowfree.errors import InputError
+from knowfree.errors import InputError, spelled
 
 
 @dataclass
@@ -126,7 +126,8 @@ def cli_main(argv: list[str]) -> int:
                     help="also score ext.* labels (ignored by default)")
     ap.add_argument("--json", action="store_true", help="print the scores as JSON")
     args = ap.parse_args(argv)
-    gold, pred = read(args.gold, args.fmt), read(args.pred, args.fmt)
+    with spelled(spellings("--fmt")):
+        gold, pred = read(args.gold, args.fmt), read(args.pred, args.fmt)
     paired, rule = pair_samples(gold.samples, pred.samples,
                                 gold.report.ids_from_file and pred.report.ids_from_file,
                                 (f"GOLD {args.gold}", f"PRED {args.pred}"))

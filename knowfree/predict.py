@@ -27,7 +27,7 @@ from knowfree.data.sample import Sample, Span
 from knowfree.data.schema import LabelSchema
 from knowfree.encoder import TokenEncoder
 from knowfree import precision as precision_mod
-from knowfree.errors import InputError, int_at_least
+from knowfree.errors import InputError, int_at_least, spelled
 from knowfree.model import ModelConfig, build_model, move_batch
 from knowfree.provenance import (atomic_write_text, decode_utf8, guard_outputs, read_json_file,
                                  read_utf8)
@@ -425,7 +425,8 @@ def cli_main(argv: Sequence[str]) -> int:
         if not (args.input and args.output):
             raise InputError("--tokens needs --input FILE and --output FILE",
                              fix="python -m knowfree predict RUN --tokens --input test.jsonl --output pred.jsonl")
-        samples = formats.read(args.input, args.format).samples
+        with spelled(formats.spellings("--format")):
+            samples = formats.read(args.input, args.format).samples
         predictor = Predictor.load(args.run_dir, device=args.device, precision=args.precision)
         predicted = predictor.predict_samples(samples, batch_size=args.batch_size)
         formats.write(predicted, args.output, "jsonl")

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knowfree import yamlio
-from knowfree.errors import ConfigError, int_at_least, positive_seconds
+from knowfree.errors import ConfigError, int_at_least, nonnegative_seconds
 from knowfree.provenance import REPO_ROOT, atomic_write_text, guard_outputs
 
 SUMMARY_FIELDS = [
@@ -302,7 +302,7 @@ def cli_main(argv) -> int:
     p.add_argument("sweep", help="sweep YAML (see configs/sweeps/)")
     p.add_argument("--out", required=True, help="folder for the run folders and summary.csv")
     p.add_argument("--jobs", type=int_at_least(1), default=1, help="runs at a time (default 1)")
-    p.add_argument("--deadline", type=positive_seconds, default=None,
+    p.add_argument("--deadline", type=nonnegative_seconds, default=None,
                    help="seconds after which running runs are stopped and no new ones start")
     p.add_argument("--only", nargs="+", default=None, help="groups to run (default: all)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -50,7 +50,7 @@ from knowfree.data.sample import Sample, Span, is_extension
 from knowfree.data.sampling import DEFAULT_SEED, Subset, k_sentences, save_subset
 from knowfree.data.schema import WEIGHT_PRESETS, WEIGHT_RULES, LabelSchema
 from knowfree.encoder import provenance as encoder_provenance
-from knowfree.errors import ConfigError, InputError, KnowfreeError, int_at_least
+from knowfree.errors import ConfigError, InputError, KnowfreeError, int_at_least, spelled
 from knowfree.metrics import evaluate
 from knowfree.model import ModelConfig, build_model, move_batch
 from knowfree import precision as precision_mod
@@ -679,16 +679,17 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
         return done
 
     schema = build_schema(splits, config["data"], data_info.get("targets"), t["weight_preset"])
+
+    seed_everything(t["seed"])
+    model = build_model(ModelConfig.from_dict(config["model"]), schema).to(device)
+    # before a resumed checkpoint is loaded over it; the same every time, so resume stays exact
+    init = init_from_run(model, t["init_from"], config["model"]) if t["init_from"] else None
+    # written only now: an unknown encoder or an unfit init_from leaves no folder behind
     atomic_write_json(run / "config.json", config)
     schema.save(run / "schema.json")
     if subset is not None:
         save_subset(subset, run / "subset.json")
-
-    seed_everything(t["seed"])
-    model = build_model(ModelConfig.from_dict(config["model"]), schema).to(device)
     save_encoder_files(model.encoder, run)
-    # before a resumed checkpoint is loaded over it; the same every time, so resume stays exact
-    init = init_from_run(model, t["init_from"], config["model"]) if t["init_from"] else None
     if init is not None:
         print(f"initialised from {init['run_dir']} (epoch {init['epoch']}): labels kept "
               f"{init['labels']['kept']}, new {init['labels']['new']}, dropped {init['labels']['dropped']}"
@@ -893,8 +894,9 @@ def cli_main(argv) -> int:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(list(argv))
     config = load_config(args.config, args.overrides)
-    metrics = train(config, run_dir=args.run_dir, progress=not args.no_progress,
-                    stop_after=args.stop_after, inputs=[("CONFIG", args.config)])
+    with spelled(formats.spellings("data.format:")):
+        metrics = train(config, run_dir=args.run_dir, progress=not args.no_progress,
+                        stop_after=args.stop_after, inputs=[("CONFIG", args.config)])
     if not metrics["complete"]:
         print(f"stopped after epoch {metrics['epoch']}; run the same command to resume "
               f"({metrics['run_dir']})")

@@ -8,11 +8,11 @@ from typing import Sequence
 
 import pandas as pd
 
-from knowfree.data.formats import (FORMATS, count_overlapping, read, read_options, write,
-                                   write_options)
+from knowfree.data.formats import (FORMATS, count_overlapping, read, read_options, spellings,
+                                   write, write_options)
 from knowfree.data.registry import REGISTRY, open_dataset
 from knowfree.data.sample import Sample
-from knowfree.errors import InputError
+from knowfree.errors import InputError, spelled
 from knowfree.provenance import guard_outputs
 
 
@@ -85,11 +85,20 @@ def _convert(args) -> int:
     return 0
 
 
+# The flags of `data convert` that set format options, by option.
+_FLAGS = {"scheme": "--scheme", "lang": "--lang", "on_overlap": "--on-overlap",
+          "include_extensions": "--include-extensions", "newline": "--newline"}
+_WRITE_FLAGS = {**_FLAGS, "scheme": "--to-scheme"}
+
+
 def _only(opts: dict, allowed: list[str], fmt: str, doing: str) -> dict:
+    flags = _FLAGS if doing == "reading" else _WRITE_FLAGS
     bad = set(opts) - set(allowed)
     if bad:
-        raise InputError(f"option(s) {', '.join(sorted(bad))} do not apply when {doing} {fmt}",
-                         fix=f"{fmt} takes: {', '.join(allowed)}")
+        takes = [flags[o] for o in allowed if o in flags]
+        raise InputError(f"{', '.join(sorted(flags[o] for o in bad))} "
+                         f"{'does' if len(bad) == 1 else 'do'} not apply when {doing} {fmt}",
+                         fix=f"{doing} {fmt} takes {', '.join(takes) if takes else 'none of these flags'}")
     return opts
 
 
@@ -115,4 +124,8 @@ def cli_main(argv: list[str]) -> int:
     cv.add_argument("--newline", choices=("same", "lf", "crlf"), default="same",
                     help="line ends of the output (default: as the input)")
     args = ap.parse_args(argv)
-    return _stats(args) if args.cmd == "stats" else _convert(args)
+    if args.cmd == "stats":
+        with spelled(spellings("--fmt")):
+            return _stats(args)
+    with spelled(spellings("--from", "--scheme", "--to", "--on-overlap")):
+        return _convert(args)

