@@ -47,8 +47,6 @@ class Key:
     # False for keys that only say where output goes: the same setting written to another
     # folder must keep its params hash.
     hashed: bool = True
-    # a path inside the repository: relative, never climbing out of it with ..
-    in_repo: bool = False
 
 
 TYPES = ("int", "float", "str", "bool", "list[int]", "list[str]")
@@ -63,7 +61,8 @@ KEYS: dict[str, Key] = {
     "run_name": Key("str", "names results/runs/<run_name>/ and prefixes table and figure files",
                     hashed=False),
     "results_dir": Key("str", "folder, relative to the repository root, for tables/, figures/, "
-                              "index.json and README.md", hashed=False, in_repo=True),
+                              "index.json and README.md (an absolute path is taken as it is)",
+                       hashed=False),
     "dataset": Key("str", "registry name (knowfree.data.registry)"),
     "datasets": Key("list[str]", "registry names, one table block each"),
     "k": Key("int", "training sentences: the first k of the seeded nested subset", minimum=1),
@@ -169,8 +168,6 @@ def _type_problem(name: str, value: Any, key: Key) -> str | None:
             return f"{name}: {v!r} is not one of {', '.join(map(str, key.choices))}"
         if key.minimum is not None and v < key.minimum:
             return f"{name}: must be >= {key.minimum:g}, got {v!r}"
-        if key.in_repo and (Path(v).is_absolute() or ".." in Path(v).parts or not v.strip()):
-            return f"{name}: must be a folder relative to the repository root (e.g. results), got {v!r}"
     return None
 
 

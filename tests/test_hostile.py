@@ -421,10 +421,8 @@ def params(**raw) -> Callable[[Path, Path], None]:
 case("reproduce-non-utf8", REPRO + ["{d}/p.yaml"], 1, ("{d}/p.yaml:2",), files(p__yaml=b"run_name: x\n# \xff\n"))
 case("reproduce-missing", REPRO + ["{d}/p.yaml"], 1, ("{d}/p.yaml",))
 case("reproduce-folder", REPRO + ["{d}"], 1, ("{d}",))
-case("reproduce-absolute-results-dir", REPRO + ["{d}/p.yaml"], 1, ("{d}/p.yaml", "shared.results_dir"),
-     params(shared={"results_dir": "/tmp/elsewhere"}))
-case("reproduce-results-dir-climbs-out", REPRO + ["{d}/p.yaml"], 1, ("shared.results_dir",),
-     params(shared={"results_dir": "../outside"}))
+case("reproduce-results-dir-not-text", REPRO + ["{d}/p.yaml"], 1, ("{d}/p.yaml", "shared.results_dir"),
+     params(shared={"results_dir": 3}))
 case("reproduce-nan-learning-rate", REPRO + ["{d}/p.yaml"], 1, ("shared.head_lr", "finite"),
      params(shared={"head_lr": float("nan")}))
 case("reproduce-unknown-key", REPRO + ["{d}/p.yaml"], 1, ("shared.epoch",), params(shared={"epoch": 1}))
@@ -450,6 +448,21 @@ case("augment-output-is-file", ["augment", "{d}/a.yaml", "--output", "{d}/fusion
      ("output {d}/fusion.jsonl",), augment_config())
 case("augment-bad-set", ["augment", "{d}/a.yaml", "--set", "k"], 1, ("--set",), augment_config())
 case("augment-k-zero", ["augment", "{d}/a.yaml", "--set", "k=0"], 1, ("k must be",), augment_config())
+
+
+
+def changed_cache(w: Path, d: Path) -> None:
+    import gzip
+    (d / "cache").mkdir()
+    (d / "cache" / "seg-a.jsonl.gz").write_bytes(gzip.compress(b'{"key": "k"}\n'))
+    (d / "cache" / "provenance.json").write_text(json.dumps({"segments": {"seg-a.jsonl.gz": "0" * 64}}))
+    augment_config(knowledge="llm", llm={"mode": "replay", "model": "m", "cache": "{d}/cache"})(w, d)
+
+
+case("augment-replay-cache-missing", ["augment", "{d}/a.yaml"], 1, ("{d}/cache", "does not exist"),
+     augment_config(knowledge="llm", llm={"mode": "replay", "model": "m", "cache": "{d}/cache"}))
+case("augment-replay-cache-changed", ["augment", "{d}/a.yaml"], 1, ("{d}/cache", "provenance.json", "seg-a.jsonl.gz"),
+     changed_cache)
 
 
 def augment_run(stats: str | bytes = '{"complete": true}') -> Callable[[Path, Path], None]:

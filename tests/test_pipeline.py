@@ -206,6 +206,36 @@ def test_llm_source_live_then_replay_with_zero_requests(data):
         (s.id, k) for s in live.fusion for k in ("entity", "pos"))
 
 
+def test_skipped_cache_lines_and_changed_segments_are_reported_never_silent(data, capsys):
+    import gzip
+    with ScriptedServer() as server:
+        augment(config(data, knowledge="llm", llm=llm_config(data, server.url)))
+    cache = data / "cache"
+    # a dead writer's segment with a garbage line and a torn last line: replay skips both, says so
+    (cache / "seg-99990101T000000Z-1-aaaaaa.jsonl").write_bytes(b"garbage\n" + b'{"key": "torn')
+    (data / "r.yaml").write_text(yaml.safe_dump(config(data, knowledge="llm", llm=llm_config(data, None, mode="replay"))))
+    assert knowfree_main(["augment", str(data / "r.yaml"), "--no-progress"]) == 0
+    assert "skipped 1 partial lines (a write cut short) and 1 corrupt lines" in capsys.readouterr().out
+    recorded = json.loads((data / "out" / "stats.json").read_text())["llm_cache"]
+    assert (recorded["skipped"]["partial_lines"], recorded["skipped"]["corrupt_lines"]) == (1, 1)
+    assert recorded["changed_segments"] == []
+    (cache / "seg-99990101T000000Z-1-aaaaaa.jsonl").unlink()
+
+    # a sealed segment changed after provenance.json recorded it: replay refuses, live warns
+    sealed = sorted(cache.glob("seg-*.jsonl.gz"))[0]
+    sealed.write_bytes(gzip.compress(gzip.decompress(sealed.read_bytes()) + b"garbage\n"))
+    assert knowfree_main(["augment", str(data / "r.yaml"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert str(cache) in err and "differ from the sha256 recorded in provenance.json" in err and sealed.name in err
+    with ScriptedServer() as server:
+        live = augment(config(data, knowledge="llm", llm=llm_config(data, server.url)))
+    assert live.stats["llm_cache"]["changed_segments"] == [sealed.name]
+    assert live.stats["llm_cache"]["skipped"]["corrupt_lines"] == 1
+    assert "segments differ from its provenance.json" in capsys.readouterr().err
+    # that live run recorded the segments as they are: replay trusts them again
+    assert knowfree_main(["augment", str(data / "r.yaml"), "--no-progress"]) == 0
+
+
 def test_failed_requests_are_reported_and_asked_again_on_rerun(data, capsys):
     with ScriptedServer(broken=[TRAIN[0][0]]) as server:
         (data / "a.yaml").write_text(yaml.safe_dump(config(data, knowledge="llm", llm=llm_config(data, server.url))))

@@ -11,7 +11,10 @@ Layout of a cache folder (commit it next to the results it feeds):
     deterministically. Sealed segments are never rewritten; new answers go to new segments,
     so git only ever gains files. The prompts repeat, so gzip keeps well under 1 KB per answer.
 ``provenance.json``
-    models, servers, template versions, dates and counts, recomputed from the entries.
+    models, servers, template versions, dates and counts, recomputed from the entries, and
+    the sha256 of every sealed segment. Opening a cache checks those: a segment changed or
+    gone since is an error in replay mode (the answers replayed would not be the recorded
+    ones) and is reported in live mode (``LoadReport.changed_segments``).
 
 A writer holds an ``flock`` on its open segment. A live cache seals, on open, every plain
 segment whose lock is free (its writer died) and, on close, its own.
@@ -73,9 +76,31 @@ class LoadReport:
     partial_lines: list[str] = field(default_factory=list)  # "file:line (N bytes)"
     corrupt_lines: list[str] = field(default_factory=list)
     sealed: list[str] = field(default_factory=list)  # dead writers' segments sealed on open
+    # sealed segments whose sha256 differs from provenance.json's, or that it lists and are gone
+    changed_segments: list[str] = field(default_factory=list)
+    # sealed segments provenance.json does not list yet (their writer died before closing)
+    unlisted_segments: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+    def skipped(self) -> dict:
+        """Lines of the segments that were not read, by reason, with the first few places."""
+        return {"partial_lines": len(self.partial_lines), "corrupt_lines": len(self.corrupt_lines),
+                "examples": (self.partial_lines + self.corrupt_lines)[:5]}
+
+    def summary(self) -> str:
+        """One line for a run's printout: entries, skipped lines and why, segment checks."""
+        sk = self.skipped()
+        text = (f"loaded {self.entries} answers from {self.segments} segments; skipped "
+                f"{sk['partial_lines']} partial lines (a write cut short) and "
+                f"{sk['corrupt_lines']} corrupt lines")
+        if sk["examples"]:
+            text += f" (e.g. {', '.join(sk['examples'][:3])})"
+        if self.changed_segments:
+            text += (f"; {len(self.changed_segments)} segments differ from provenance.json "
+                     f"(e.g. {self.changed_segments[0]})")
+        return text
 
 
 class ResponseCache:
@@ -90,15 +115,40 @@ class ResponseCache:
         self._lock = threading.Lock()
         self._segment = None  # (path, file) of this process's open segment
         self._added = 0
+        self._stale = False  # provenance.json does not describe the sealed segments on disk
         if mode == "live":
             self.folder.mkdir(parents=True, exist_ok=True)
             self._seal_dead_segments()
         elif not self.folder.is_dir():
             raise InputError("replay cache folder does not exist", where=str(self.folder),
                              fix="restore the committed cache or run once in live mode")
+        self._verify_segments()
         self._load()
 
     # -- reading -------------------------------------------------------------------------
+
+    def _verify_segments(self) -> None:
+        """Compare the sealed segments with the sha256 that provenance.json records for them."""
+        prov_file = self.folder / "provenance.json"
+        if not prov_file.is_file():
+            return
+        try:
+            listed = json.loads(prov_file.read_bytes().decode("utf-8")).get("segments") or {}
+            if not isinstance(listed, dict):
+                raise ValueError("segments is not a mapping")
+        except (ValueError, AttributeError) as e:
+            listed, self.report.changed_segments = {}, [f"provenance.json (unreadable: {e})"]
+        have = {p.name: sha256_file(p) for p in sorted(self.folder.glob("seg-*.jsonl.gz"))}
+        self.report.changed_segments += sorted(n for n, h in listed.items() if have.get(n) != h)
+        self.report.unlisted_segments = sorted(set(have) - set(listed))
+        self._stale = bool(self.report.changed_segments or self.report.unlisted_segments)
+        if self.mode == "replay" and self.report.changed_segments:
+            changed = self.report.changed_segments
+            raise InputError(f"{len(changed)} sealed segment(s) differ from the sha256 recorded in "
+                             f"provenance.json, or are gone (e.g. {changed[0]}): the answers replayed "
+                             "would not be the recorded ones", where=str(self.folder),
+                             fix="restore the committed cache files (git checkout -- FOLDER), or run "
+                                 "once in live mode, which records the segments as they are")
 
     def _load(self) -> None:
         for path in sorted(self.folder.glob("seg-*.jsonl*")):
@@ -216,9 +266,9 @@ class ResponseCache:
                     self._seal(path, g.read())
                 f.close()
                 self._segment = None
-            if self.mode == "live" and (self._added or self.report.sealed):
+            if self.mode == "live" and (self._added or self.report.sealed or self._stale):
                 atomic_write_json(self.folder / "provenance.json", self.provenance())
-                self._added = 0
+                self._added, self._stale = 0, False
                 self.report.sealed = []
 
     def __enter__(self) -> ResponseCache:

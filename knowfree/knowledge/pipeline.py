@@ -17,7 +17,8 @@ finished run)::
     pseudo_label_run/   that model's run folder (synthesis.pseudo_label.train)
     syn_fusion.jsonl    fusion + pseudo-labelled synthetic samples (synthesis on)
     syn_schema.json     its label schema
-    stats.json          counts, rates, timings and provenance
+    stats.json          counts, rates, timings and provenance; llm_cache: the cache lines
+                        skipped (partial, corrupt) and segments that differ from its provenance
 
 ``python -m knowfree augment pack RUN_DIR`` copies a finished run's sets (gzip), schemas and
 stats into results/augment/NAME, the compact form that is committed behind a result.
@@ -702,6 +703,11 @@ def augment(config: dict, progress: bool = False, inputs=()) -> AugmentResult:
             syn_schema.save(out_dir / "syn_schema.json")
             timings["synthesis"] = time.perf_counter() - t0
         usage = knowledge.llm.client.usage.to_dict() if knowledge.llm else None
+        cache = knowledge.llm.cache.report if knowledge.llm else None
+        if cache is not None and cache.changed_segments:
+            print(f"warning: LLM cache {knowledge.llm.cache.folder}: {len(cache.changed_segments)} "
+                  f"segments differ from its provenance.json ({', '.join(cache.changed_segments[:3])}); "
+                  "this live run records them as they are now", file=sys.stderr)
         if knowledge.llm:
             atomic_write_text(out_dir / ANSWERS_FILE, "".join(
                 json.dumps(a, ensure_ascii=False) + "\n" for a in knowledge.llm.answers))
@@ -726,6 +732,11 @@ def augment(config: dict, progress: bool = False, inputs=()) -> AugmentResult:
             "synthetic_per_source": syn_stats["split"]["synthetic_per_source"],
             "syn_fusion": span_stats(syn_fusion)},
         "llm_usage": usage,
+        # what the response cache could not read: never a silent drop
+        "llm_cache": None if cache is None else {
+            "loaded_entries": cache.entries, "segments": cache.segments, "duplicates": cache.duplicates,
+            "skipped": cache.skipped(), "changed_segments": cache.changed_segments,
+            "unlisted_segments": cache.unlisted_segments, "summary": cache.summary()},
         "seconds": {k: round(v, 3) for k, v in timings.items()},
         "provenance": {
             "git_commit": git_commit(), "knowledge_code_hash": knowledge_code_hash(), "knowfree": __version__,
@@ -963,6 +974,8 @@ def cli_main(argv: Sequence[str]) -> int:
     print(f"{result.output}: {fus['sentences']} sentences, {fus['extension_spans']} extension spans "
           f"({fus['ext_spans_per_sentence']} per sentence, {fus['label_inventory_size']} labels) "
           f"in {st['seconds']['total']:.1f} s")
+    if st["llm_cache"]:
+        print(f"LLM cache: {st['llm_cache']['summary']}")
     if st["synthesis"]:
         print(f"synthetic: {st['synthesis']['split']['kept']} sentences "
               f"({st['synthesis']['synthetic_per_source']} per source sentence)")
