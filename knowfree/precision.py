@@ -21,6 +21,20 @@ from knowfree.errors import ConfigError
 PRECISIONS = ("fp32", "bf16", "auto")
 
 
+def device(name: str, where: str) -> torch.device:
+    """The torch device ``name`` ("cpu", "cuda", "cuda:1", "auto": a GPU if one is visible);
+    ConfigError naming ``where`` (the flag or config key it came from) for a bad or absent one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"{where} {name!r} is not a torch device (cpu, cuda, cuda:1, auto)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{where} is {name} but no GPU is visible; use cpu or auto")
+    return dev
+
+
 def cpu_has_bf16() -> bool:
     """True when this CPU computes bf16 matmuls in hardware (avx512_bf16 or AMX)."""
     try:

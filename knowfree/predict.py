@@ -307,7 +307,8 @@ class Predictor:
         self.precision = precision_mod.resolve(precision, self.device)
 
     @classmethod
-    def load(cls, run_dir: str | Path, device: str = "cpu", precision: str | None = None) -> "Predictor":
+    def load(cls, run_dir: str | Path, device: str | torch.device = "cpu",
+             precision: str | None = None) -> "Predictor":
         """``precision``: None takes the run's own (train.precision, as its metrics.json resolved
         it), so that rescoring a split reproduces the trainer's score exactly."""
         run_dir = Path(run_dir)
@@ -418,6 +419,7 @@ def cli_main(argv: Sequence[str]) -> int:
                    help="fp32, bf16 or auto (default: the precision the run was trained and "
                         "scored in, so that --tokens reproduces its test score)")
     args = p.parse_args(list(argv))
+    device = precision_mod.device(args.device, "--device")  # checked before any file is read
     run_files = [("RUN_DIR file", Path(args.run_dir) / name) for name in RUN_FILES + ("metrics.json",)]
     guard_outputs([("--input", args.input), *run_files], files=[("--output", args.output)])
 
@@ -427,7 +429,7 @@ def cli_main(argv: Sequence[str]) -> int:
                              fix="python -m knowfree predict RUN --tokens --input test.jsonl --output pred.jsonl")
         with spelled(formats.spellings("--format")):
             samples = formats.read(args.input, args.format).samples
-        predictor = Predictor.load(args.run_dir, device=args.device, precision=args.precision)
+        predictor = Predictor.load(args.run_dir, device=device, precision=args.precision)
         predicted = predictor.predict_samples(samples, batch_size=args.batch_size)
         formats.write(predicted, args.output, "jsonl")
         return 0
@@ -436,7 +438,7 @@ def cli_main(argv: Sequence[str]) -> int:
     else:
         text = decode_utf8(sys.stdin.buffer.read(), "<stdin>")
     records = _read_texts(_lines(text), args.input or "<stdin>")
-    predictor = Predictor.load(args.run_dir, device=args.device, precision=args.precision)
+    predictor = Predictor.load(args.run_dir, device=device, precision=args.precision)
     results = predictor.predict([t for t, _ in records], batch_size=args.batch_size, lang=args.lang)
     out = "".join(json.dumps({**extra, "text": t, "spans": r}, ensure_ascii=False) + "\n"
                   for (t, extra), r in zip(records, results))

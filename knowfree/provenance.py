@@ -99,9 +99,12 @@ def guard_outputs(inputs: Named, files: Named = (), folders: Named = ()) -> None
     (what the user typed it as, path), e.g. ("--output", "pred.jsonl"); None is skipped."""
     ins = [(name, p) for name, p in inputs if p is not None]
     for name, folder in folders:
-        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+        if folder is None:
+            continue
+        if Path(folder).exists() and not Path(folder).is_dir():
             raise InputError("is a file, but a folder is written there", f"{name} {folder}",
                              "name a folder (new or existing), not a file")
+        _parents_are_folders(name, Path(folder))
     for name, out in files:
         if out is None:
             continue
@@ -109,14 +112,18 @@ def guard_outputs(inputs: Named, files: Named = (), folders: Named = ()) -> None
         if out.is_dir():
             raise InputError("is a folder, but a file is written there", f"{name} {out}",
                              "name a file path, e.g. inside that folder")
-        parent = next((p for p in out.absolute().parents if p.exists()), None)
-        if parent is not None and not parent.is_dir():
-            raise InputError(f"{parent} is a file, not a folder", f"{name} {out}",
-                             "name a path whose folders are folders")
+        _parents_are_folders(name, out)
         for in_name, src in ins:
             if same_file(out, src):
                 raise InputError(f"the same file as {in_name} {src}; writing it would destroy "
                                  "the input", f"{name} {out}", "write the output to another path")
+
+
+def _parents_are_folders(name: str, path: Path) -> None:
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise InputError(f"{parent} is a file, not a folder", f"{name} {path}",
+                         "name a path whose folders are folders")
 
 
 def read_utf8(path: str | Path, what: str = "file") -> str:

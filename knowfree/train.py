@@ -48,7 +48,7 @@ from knowfree.data import formats
 from knowfree.data.registry import open_dataset
 from knowfree.data.sample import Sample, Span, is_extension
 from knowfree.data.sampling import DEFAULT_SEED, Subset, k_sentences, save_subset
-from knowfree.data.schema import WEIGHT_PRESETS, WEIGHT_RULES, LabelSchema
+from knowfree.data.schema import WEIGHT_PRESETS, LabelSchema, check_rule
 from knowfree.encoder import provenance as encoder_provenance
 from knowfree.errors import ConfigError, InputError, KnowfreeError, int_at_least, spelled
 from knowfree.metrics import evaluate
@@ -210,9 +210,7 @@ def validate_config(config: dict) -> dict:
                           "file is the training set (fix: k: null; a fusion set of a K-sentence "
                           "setting already holds just those K sentences)")
     rule = d["extension_weight_rule"]
-    rule_name = rule.get("rule") if isinstance(rule, dict) else rule
-    if rule_name not in WEIGHT_RULES:
-        raise ConfigError(f"data.extension_weight_rule must name one of {WEIGHT_RULES}, got {rule!r}")
+    check_rule(rule, "data.extension_weight_rule")
     preset = t["weight_preset"]
     if preset is not None:
         if preset not in WEIGHT_PRESETS:
@@ -620,18 +618,6 @@ def _evaluate(model, samples: list[Sample], batch_size: int, device, precision: 
     return evaluate(samples, pred).as_dict()  # extension spans in gold are not scored
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device {name!r} is not a torch device (cpu, cuda, cuda:1, auto)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is cuda but no GPU is visible; use cpu or auto")
-    return device
-
-
 def _default_run_dir(config: dict) -> Path:
     d = config["data"]
     name = "-".join(x for x in (d["dataset"], d["train_file"] and Path(d["train_file"]).stem) if x)
@@ -669,7 +655,7 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
     # taken now, not when the run ends: the code that trains is the code imported at the start,
     # and edits made while a long run goes on must not mark it '+dirty'
     commit = git_commit()
-    device = _device(t["device"])
+    device = precision_mod.device(t["device"], "train.device")
     precision = precision_mod.resolve(t["precision"], device)
 
     splits, data_info, subset = load_data(config["data"])

@@ -266,11 +266,15 @@ case("train-config-bad-yaml", ["train", "{d}/c.yaml"], 1, ("{d}/c.yaml",), files
 case("train-unknown-key", TRAIN + ["--set", "train.epoch=3"], 1, ("train.epoch", "did you mean"))
 case("train-infinite-lr", TRAIN + ["--set", "train.head_lr=.inf"], 1, ("train.head_lr", "finite"))
 case("train-nan-lr", TRAIN + ["--set", "train.encoder_lr=.nan"], 1, ("train.encoder_lr",))
+case("train-weight-rule-argument-typo", TRAIN + ["--set", "data.extension_weight_rule={rule: zero_below, min_trian: 5}"],
+     1, ("data.extension_weight_rule.min_trian",))
 case("train-bad-set", TRAIN + ["--set", "train.epochs"], 1, ("--set",))
 case("train-stop-after-negative", TRAIN + ["--stop-after", "-1"], 2, ("--stop-after",))
 case("train-stop-after-zero", TRAIN + ["--stop-after", "0"], 2, ("--stop-after",))
 case("train-stop-after-text", TRAIN + ["--stop-after", "two"], 2, ("--stop-after",))
 case("train-run-dir-is-file", TRAIN + ["--run-dir", "{d}/f"], 1, ("run folder {d}/f",), files(f="x"))
+case("train-run-dir-under-a-file", TRAIN + ["--run-dir", "{d}/f/run"], 1, ("run folder {d}/f/run",), files(f="x"))
+case("train-bad-device", TRAIN + ["--run-dir", "{d}/r", "--set", "train.device=gpu0"], 1, ("train.device", "gpu0"))
 case("train-run-dir-is-init-from", TRAIN + ["--run-dir", "{d}/run", "--set", "train.init_from={d}/run"], 1,
      ("{d}/run/config.json", "train.init_from"), run_copy())
 case("train-data-file-in-run-folder", TRAIN + ["--run-dir", "{d}", "--set", "data.train_file={d}/data.json"], 1,
@@ -345,6 +349,7 @@ case("predict-malformed-json-line", PREDICT + ["--input", "{d}/t.txt"], 1, ("{d}
      files(t__txt='赵丽\n{"text": \n'))
 case("predict-json-without-text", PREDICT + ["--input", "{d}/t.txt"], 1, ("{d}/t.txt", "line 1"),
      files(t__txt='{"id": 1}\n'))
+case("predict-bad-device", PREDICT + ["--input", "{w}/texts.txt", "--device", "gpu0"], 1, ("--device", "gpu0"))
 case("predict-not-a-run", ["predict", "{d}", "--input", "{w}/texts.txt"], 1, ("{d}", "not a trained run"))
 case("predict-corrupt-config-json", ["predict", "{d}/run", "--input", "{w}/texts.txt"], 1,
      ("{d}/run/config.json",), run_copy(lambda r: (r / "config.json").write_text("nonsense", encoding="utf-8")))
@@ -447,6 +452,8 @@ case("augment-output-overwrites-train-file", ["augment", "{d}/a.yaml", "--output
 case("augment-output-is-file", ["augment", "{d}/a.yaml", "--output", "{d}/fusion.jsonl"], 1,
      ("output {d}/fusion.jsonl",), augment_config())
 case("augment-bad-set", ["augment", "{d}/a.yaml", "--set", "k"], 1, ("--set",), augment_config())
+case("augment-weight-rule-unknown-argument", ["augment", "{d}/a.yaml"], 1, ("schema.foo",),
+     augment_config(schema={"rule": "count", "foo": 1}))
 case("augment-k-zero", ["augment", "{d}/a.yaml", "--set", "k=0"], 1, ("k must be",), augment_config())
 
 

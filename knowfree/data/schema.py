@@ -19,13 +19,14 @@ synthetic sample) so that a run can say which one it followed: ``train.weight_pr
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
 from knowfree.data.sample import Sample, is_extension
-from knowfree.errors import InputError
+from knowfree.errors import ConfigError, InputError
 from knowfree.provenance import atomic_write_json, read_json_file
 
 WEIGHT_RULES = ("count", "flat", "zero_below")
@@ -71,6 +72,31 @@ def extension_weight(count: int, n_targets: int, n_labels: int, n_train: int,
     if rule == "flat":
         return float(value)
     return float(min(scale / max(count, 1), n_targets / max(n_labels, 1)))
+
+
+def check_rule(rule: str | dict, where: str) -> None:
+    """ConfigError naming ``where`` (the config key) for a rule, or an argument of it, that
+    :func:`extension_weight` would refuse or, worse, never look at (an argument of another rule,
+    a misspelt one): checked when the config is read, not when the first extension label is."""
+    spec = dict(rule) if isinstance(rule, dict) else {"rule": rule}
+    name = spec.pop("rule", "count")
+    if name not in WEIGHT_RULES:
+        raise ConfigError(f"{where}{'.rule' if isinstance(rule, dict) else ''}: unknown extension "
+                          f"weight rule {name!r} (fix: use one of {WEIGHT_RULES})")
+    takes = {"count": ("scale",), "flat": ("value",), "zero_below": ("min_train", "above", "scale", "value")}[name]
+    for key, value in spec.items():
+        if key not in takes:
+            raise ConfigError(f"{where}.{key}: rule {name!r} takes no argument {key!r} "
+                              f"(it takes {', '.join(takes)})")
+        if key == "above":
+            ok = value in ("count", "flat")
+        elif key == "min_train":
+            ok = type(value) is int and value >= 0
+        else:
+            ok = type(value) in (int, float) and math.isfinite(value) and value >= 0
+        if not ok:
+            raise ConfigError(f"{where}.{key}: {value!r} is not valid for rule {name!r} (above: count or "
+                              "flat; min_train: an integer >= 0; scale, value: a number >= 0)")
 
 
 class LabelSchema:

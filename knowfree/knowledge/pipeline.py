@@ -67,7 +67,7 @@ from typing import Any, Iterable, Sequence
 from knowfree import yamlio
 from knowfree import __version__
 from knowfree.data.sample import Sample, Span, is_extension
-from knowfree.data.schema import WEIGHT_RULES, LabelSchema
+from knowfree.data.schema import LabelSchema, check_rule
 from knowfree.errors import ConfigError, InputError, KnowfreeError
 from knowfree.knowledge import align
 from knowfree.knowledge.normalise import (SEG_WORD, UNKNOWN_ENTITY_POLICIES, Normaliser, alias_tables,
@@ -150,8 +150,7 @@ def validate_config(raw: dict) -> dict:
     if cfg["k"] is not None and cfg["k"] < 1:
         raise ConfigError(f"k must be >= 1 or null, got {cfg['k']}")
     rule = cfg["schema"] if isinstance(cfg["schema"], dict) else {"rule": cfg["schema"]}
-    if rule.get("rule", "count") not in WEIGHT_RULES:
-        raise ConfigError(f"schema.rule must be one of {WEIGHT_RULES}, got {rule.get('rule')!r}")
+    check_rule(rule, "schema")
     cfg["schema"] = {"rule": "count", **rule}
     llm, syn = cfg["llm"], cfg["synthesis"]
     bad = [k for k in llm["kinds"] if k not in LLM_KINDS]
