@@ -112,6 +112,10 @@ def guard_outputs(inputs: Named, files: Named = (), folders: Named = ()) -> None
         if out.is_dir():
             raise InputError("is a folder, but a file is written there", f"{name} {out}",
                              "name a file path, e.g. inside that folder")
+        if out.exists() and not out.is_file():
+            # an atomic write replaces the path itself: a device or pipe would be swapped for a file
+            raise InputError("is a device or pipe, not a file; writing would replace it", f"{name} {out}",
+                             "name a regular file")
         _parents_are_folders(name, out)
         for in_name, src in ins:
             if same_file(out, src):

@@ -139,6 +139,8 @@ case("convert-output-is-folder", CONVERT + ["{w}/noid.jsonl", "{d}", "--from", "
      ("OUTPUT {d}", "folder"))
 case("convert-output-parent-is-file", CONVERT + ["{w}/noid.jsonl", "{d}/f/out.conll", "--from", "jsonl",
                                                  "--to", "conll"], 1, ("OUTPUT {d}/f/out.conll",), files(f="x"))
+case("convert-output-is-a-pipe", CONVERT + ["{w}/noid.jsonl", "{d}/pipe", "--from", "jsonl", "--to", "conll"], 1,
+     ("OUTPUT {d}/pipe", "pipe"), lambda w, d: os.mkfifo(d / "pipe"))
 case("convert-gz-copy-of-itself-is-fine", CONVERT + ["{w}/noid.jsonl", "{d}/noid.jsonl.gz", "--from", "jsonl",
                                                      "--to", "jsonl"], 0, creates=("{d}/noid.jsonl.gz",))
 

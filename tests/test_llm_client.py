@@ -6,7 +6,7 @@ from fake_openai import MODEL, FakeOpenAI, closed_port_url, fast_client, request
 
 from knowfree.errors import ConfigError, InputError
 from knowfree.knowledge.cache import ResponseCache
-from knowfree.knowledge.llm import Failure, LLMClient, PreflightError, Response, Sampling
+from knowfree.knowledge.llm import Failure, LLMClient, PreflightError, Response, Sampling, redact_url
 from knowfree.knowledge.prompts import KINDS, LANGS, load_template
 
 # -- retries and failures ------------------------------------------------------------------
@@ -215,3 +215,11 @@ def test_bad_templates_are_refused_with_where_and_fix():
         load_template("summary", "zh")
     with pytest.raises(InputError, match="language 'fr'"):
         load_template("entity", "fr")
+
+
+def test_urls_are_written_without_credentials():
+    assert redact_url("http://u:p@h:1/v1?api_key=k&x=1&token=t") == "http://***@h:1/v1?api_key=***&x=1&token=***"
+    assert redact_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
+    client = LLMClient(MODEL, ["https://bob:pw@a/v1", "https://b/v1?key=z"], cache=None)
+    assert client.describe()["base_url"] == ["https://***@a/v1", "https://b/v1?key=***"]
+    assert client.server_label == "https://***@a/v1, https://b/v1?key=***"

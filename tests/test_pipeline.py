@@ -236,6 +236,22 @@ def test_skipped_cache_lines_and_changed_segments_are_reported_never_silent(data
     assert knowfree_main(["augment", str(data / "r.yaml"), "--no-progress"]) == 0
 
 
+def test_credentials_in_the_server_url_are_written_nowhere(data, capsys):
+    import gzip
+    with ScriptedServer() as server:
+        url = server.url.replace("://", "://alice:s3cr3t@")
+        (data / "a.yaml").write_text(yaml.safe_dump(config(data, knowledge="llm", llm=llm_config(data, url))))
+        assert knowfree_main(["augment", str(data / "a.yaml"), "--no-progress"]) == 0
+    written = [p.read_bytes() for p in (data / "out").rglob("*") if p.is_file()]
+    written += [gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+                for p in (data / "cache").iterdir()]
+    out, err = capsys.readouterr()
+    assert not any(b"s3cr3t" in w or b"alice" in w for w in written) and "s3cr3t" not in out + err
+    stats = json.loads((data / "out" / "stats.json").read_text())
+    assert stats["provenance"]["config"]["llm"]["base_url"] == server.url.replace("://", "://***@")
+    assert stats["provenance"]["knowledge"]["llm"]["base_url"] == server.url.replace("://", "://***@")
+
+
 def test_failed_requests_are_reported_and_asked_again_on_rerun(data, capsys):
     with ScriptedServer(broken=[TRAIN[0][0]]) as server:
         (data / "a.yaml").write_text(yaml.safe_dump(config(data, knowledge="llm", llm=llm_config(data, server.url))))

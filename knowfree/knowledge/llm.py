@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 import openai
 
@@ -106,6 +106,26 @@ class PreflightError(KnowfreeError):
         super().__init__(message)
 
 
+# Query parameters whose value is a secret by the look of their name (api_key=, token=, ...).
+_SECRET_NAMES = ("key", "token", "secret", "password", "passwd", "pwd", "auth", "sig", "credential")
+
+
+def redact_url(url: str | None) -> str | None:
+    """``url`` as it may be written to a file or shown: a user name and password in it, and the
+    value of any query parameter named like a secret, become ``***``. Every URL the client
+    records (stats.json, cache entries and so provenance.json, messages) goes through this."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = "&".join(f"{item.partition('=')[0]}=***"
+                     if any(n in item.partition("=")[0].lower() for n in _SECRET_NAMES) else item
+                     for item in parts.query.split("&")) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
 class LLMClient:
     def __init__(self, model: str, base_url: str | Sequence[str] | None = None, *,
                  cache: ResponseCache | None = None,
@@ -139,7 +159,8 @@ class LLMClient:
         self.api_key_env, self.concurrency, self.timeout = api_key_env, concurrency, timeout
         self.max_retries, self.backoff, self.max_backoff = max_retries, backoff, max_backoff
         self._label = server_label
-        self.server_label = server_label or (", ".join(self.base_urls) if base_url is not None else None)
+        self.server_label = server_label or (", ".join(map(redact_url, self.base_urls))
+                                             if base_url is not None else None)
         self.usage = Usage()
         self._lock = threading.Lock()
         self._clients: dict[str, openai.OpenAI] = {}
@@ -148,7 +169,7 @@ class LLMClient:
 
     def describe(self) -> dict:
         """Settings for provenance (never the key itself)."""
-        urls = self.base_urls if len(self.base_urls) > 1 else self.base_url
+        urls = [redact_url(u) for u in self.base_urls] if len(self.base_urls) > 1 else redact_url(self.base_url)
         return {"model": self.model, "base_url": urls, "server": self.server_label,
                 "api_key_env": self.api_key_env,
                 "concurrency": self.concurrency, "timeout": self.timeout, "max_retries": self.max_retries,
@@ -168,7 +189,7 @@ class LLMClient:
             if not key:
                 if urlparse(url).hostname not in ("127.0.0.1", "localhost", "::1"):
                     raise ConfigError(f"environment variable {self.api_key_env} holding the API key for "
-                                      f"{url} is not set (fix: export {self.api_key_env}=..., "
+                                      f"{redact_url(url)} is not set (fix: export {self.api_key_env}=..., "
                                       f"or name another variable in llm.api_key_env)")
                 key = "no-key-needed-on-loopback"
             # Retries are ours (counted, with our backoff), so the library's are off.
@@ -203,7 +224,7 @@ class LLMClient:
         return ids
 
     def _preflight_one(self, url: str, timeout: float) -> list[str]:
-        where = f"LLM server {url}"
+        where = f"LLM server {redact_url(url)}"
         try:
             ids = [m.id for m in self._openai(url).models.list(timeout=timeout)]
         except openai.NotFoundError:
@@ -328,7 +349,8 @@ class LLMClient:
         ctok = getattr(out.usage, "completion_tokens", 0) or 0
         finish = getattr(choice, "finish_reason", None)
         if self.cache is not None:
-            self.cache.put({"key": key, "model": self.model, "server": self._label or url, "kind": req.kind,
+            self.cache.put({"key": key, "model": self.model, "server": self._label or redact_url(url),
+                            "kind": req.kind,
                             "version": req.version, "messages": req.messages,
                             "sampling": req.sampling.to_dict(), "meta": req.meta, "text": text,
                             "prompt_tokens": ptok, "completion_tokens": ctok, "finish_reason": finish,

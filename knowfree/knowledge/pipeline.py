@@ -174,7 +174,8 @@ def validate_config(raw: dict) -> dict:
             raise ConfigError(f"llm.servers is {llm['servers']}: it must be >= 1, and more than 1 only "
                               "with llm.serve (for running servers, list their URLs in llm.base_url)")
         if isinstance(llm["base_url"], list) and not all(isinstance(u, str) for u in llm["base_url"]):
-            raise ConfigError(f"llm.base_url must be a URL or a list of URLs, got {llm['base_url']!r}")
+            raise ConfigError("llm.base_url must be a URL or a list of URLs, got a list holding "
+                              f"{sorted({type(u).__name__ for u in llm['base_url']})}")
         if llm["mode"] not in ("live", "replay"):
             raise ConfigError(f"llm.mode must be live or replay, got {llm['mode']!r}")
     if syn["enabled"]:
@@ -740,7 +741,7 @@ def augment(config: dict, progress: bool = False, inputs=()) -> AugmentResult:
         "provenance": {
             "git_commit": git_commit(), "knowledge_code_hash": knowledge_code_hash(), "knowfree": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "config": cfg, "config_hash": hash_json({k: v for k, v in cfg.items() if k != "output"}),
+            "config": _redacted(cfg), "config_hash": hash_json({k: v for k, v in cfg.items() if k != "output"}),
             "data": setting.data, "subset": setting.subset,
             "gold_hash": hash_samples(setting.gold), "fusion_hash": hash_samples(fusion),
             "knowledge": described, "python": sys.version.split()[0],
@@ -749,6 +750,14 @@ def augment(config: dict, progress: bool = False, inputs=()) -> AugmentResult:
     }
     atomic_write_json(out_dir / "stats.json", stats)
     return AugmentResult(out_dir, fusion, syn_fusion, fusion_schema, stats)
+
+
+def _redacted(cfg: dict) -> dict:
+    """The config as stats.json records it: credentials in llm.base_url replaced by ***."""
+    from knowfree.knowledge.llm import redact_url
+    urls = cfg["llm"]["base_url"]
+    urls = [redact_url(u) for u in urls] if isinstance(urls, list) else redact_url(urls)
+    return {**cfg, "llm": {**cfg["llm"], "base_url": urls}}
 
 
 # -- the results table -------------------------------------------------------------------
