@@ -456,6 +456,10 @@ case("augment-output-is-file", ["augment", "{d}/a.yaml", "--output", "{d}/fusion
 case("augment-bad-set", ["augment", "{d}/a.yaml", "--set", "k"], 1, ("--set",), augment_config())
 case("augment-weight-rule-unknown-argument", ["augment", "{d}/a.yaml"], 1, ("schema.foo",),
      augment_config(schema={"rule": "count", "foo": 1}))
+case("augment-replay-concurrency-zero", ["augment", "{d}/a.yaml"], 1, ("llm.concurrency",),
+     augment_config(knowledge="llm", llm={"mode": "replay", "model": "m", "cache": "{d}/cache", "concurrency": 0}))
+case("augment-infinite-temperature", ["augment", "{d}/a.yaml", "--set", "llm.temperature=.inf"], 1,
+     ("llm.temperature",), augment_config(knowledge="llm", llm={"mode": "replay", "model": "m", "cache": "{d}/c"}))
 case("augment-k-zero", ["augment", "{d}/a.yaml", "--set", "k=0"], 1, ("k must be",), augment_config())
 
 

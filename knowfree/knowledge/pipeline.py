@@ -55,6 +55,7 @@ import argparse
 import copy
 import difflib
 import json
+import math
 import sys
 import time
 from collections import Counter
@@ -178,6 +179,16 @@ def validate_config(raw: dict) -> dict:
                               f"{sorted({type(u).__name__ for u in llm['base_url']})}")
         if llm["mode"] not in ("live", "replay"):
             raise ConfigError(f"llm.mode must be live or replay, got {llm['mode']!r}")
+        # in replay mode too: a value that only a live run would trip over is still wrong
+        for key, ok, want in (("concurrency", llm["concurrency"] >= 1, ">= 1"),
+                              ("max_retries", llm["max_retries"] >= 0, ">= 0"),
+                              ("max_tokens", llm["max_tokens"] >= 1, ">= 1"),
+                              ("timeout", math.isfinite(llm["timeout"]) and llm["timeout"] > 0, "a number > 0"),
+                              ("temperature", math.isfinite(llm["temperature"]) and llm["temperature"] >= 0,
+                               "a number >= 0"),
+                              ("top_p", 0 < llm["top_p"] <= 1, "in (0, 1]")):
+            if not ok:
+                raise ConfigError(f"llm.{key} must be {want}, got {llm[key]!r}")
     if syn["enabled"]:
         pl = syn["pseudo_label"]
         if (pl["run_dir"] is None) == (pl["train"] is None):
