@@ -95,8 +95,9 @@ Named = Iterable[tuple[str, "str | Path | None"]]
 def guard_outputs(inputs: Named, files: Named = (), folders: Named = ()) -> None:
     """Refuse, before anything is read or written, outputs that would destroy an input or
     cannot be written: a file output that is one of ``inputs`` (same path, symlink or hard
-    link) or an existing folder, a folder output that is an existing file. Each item is
-    (what the user typed it as, path), e.g. ("--output", "pred.jsonl"); None is skipped."""
+    link), an existing folder, device or pipe; a folder output that is an existing file; any
+    output under a file. Each item is (what the user typed it as, path), e.g. ("--output",
+    "pred.jsonl"); None is skipped."""
     ins = [(name, p) for name, p in inputs if p is not None]
     for name, folder in folders:
         if folder is None:

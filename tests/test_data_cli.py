@@ -56,6 +56,6 @@ def test_convert_errors_are_messages_not_tracebacks(tmp_path, capsys):
     assert "dropped 1 overlapping" in capsys.readouterr().out
     assert main(["data", "convert", str(nested), str(tmp_path / "o"), "--from", "jsonl", "--to", "jsonl",
                  "--to-scheme", "BIO"]) == 1
-    assert "do not apply when writing jsonl" in capsys.readouterr().err
+    assert "--to-scheme does not apply when writing jsonl" in capsys.readouterr().err
     assert main(["data", "stats", "no-such-dataset"]) == 1
     assert "neither a registered dataset nor a file" in capsys.readouterr().err
