@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from knowfree.data.sample import Sample
-from knowfree.errors import ConfigError, InputError
+from knowfree.errors import ConfigError, InputError, shown
 from knowfree.m3e import M3E_ALIAS, M3E_LICENCE, build_m3e_offline
 from knowfree.provenance import atomic_write_json, cache_root, sha256_file
 
@@ -782,9 +782,7 @@ class TokenEncoder(nn.Module):
         ids = enc["input_ids"]
         for i, (text, seq) in enumerate(zip(texts, ids)):
             if len(seq) == self.n_special and any(ch.isprintable() and not ch.isspace() for ch in text):
-                raise ConfigError(
-                    f"the tokenizer of {self.name!r} gives no piece for sentence {i} "
-                    f"({text[:30]!r}): its vocabulary does not fit the text")
+                raise NoPieceError(self.name, i, text)
         alignments = [_align(off, spec, self.tokenizer.convert_ids_to_tokens(seq), r) for
                       seq, off, spec, r in
                       zip(ids, enc["offset_mapping"], enc["special_tokens_mask"], ranges)]
@@ -927,6 +925,22 @@ class TokenEncoder(nn.Module):
 # Tiny random encoders for tests
 
 _TINY_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+class NoPieceError(ConfigError):
+    """A sentence of printable text that the tokenizer turns into no piece at all: its
+    vocabulary does not fit the text. ``index`` is the sentence's position in the batch the
+    tokenizer saw, which only the caller can turn into a sample id or an input line:
+    ``about(what)`` is the same error naming ``what`` instead."""
+
+    def __init__(self, encoder: str, index: int, text: str, what: str | None = None):
+        self.encoder, self.index, self.text = encoder, index, text
+        what = what or f"sentence {index} of the batch"
+        super().__init__(f"the tokenizer of {encoder!r} gives no piece for {what} ({shown(text, 30)}): "
+                         f"its vocabulary does not fit the text")
+
+    def about(self, what: str) -> "NoPieceError":
+        return NoPieceError(self.encoder, self.index, self.text, what)
 
 
 def build_tiny_encoder(out_dir: str | Path, token_lists_or_chars: Iterable, hidden: int = 32,

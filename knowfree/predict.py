@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from knowfree.data import formats
 from knowfree.data.sample import Sample, Span
 from knowfree.data.schema import LabelSchema
-from knowfree.encoder import TokenEncoder
+from knowfree.encoder import NoPieceError, TokenEncoder
 from knowfree import precision as precision_mod
 from knowfree.errors import InputError, int_at_least, spelled
 from knowfree.model import ModelConfig, build_model, move_batch
@@ -95,10 +95,22 @@ def korean_morphemes(text: str) -> tuple[list[str], list[tuple[int, int]]]:
 WINDOW_OVERLAP = 32
 
 
-def token_windows(model, samples: Sequence[Sample]) -> list[list[tuple[int, int]]]:
+def token_windows(model, samples: Sequence[Sample], skipped: list[int] | None = None
+                  ) -> list[list[tuple[int, int]]]:
     """[start, end) token ranges per sample that each fit the encoder; one range if it fits,
-    none for an empty sample."""
-    return [model.encoder.windows(s.tokens, s.lang, overlap=WINDOW_OVERLAP) for s in samples]
+    none for an empty sample. A sample whose text the tokenizer turns into no piece raises,
+    naming the sample's id; with a ``skipped`` list it gets no range instead and its index is
+    appended there, for the caller to report."""
+    out = []
+    for i, s in enumerate(samples):
+        try:
+            out.append(model.encoder.windows(s.tokens, s.lang, overlap=WINDOW_OVERLAP))
+        except NoPieceError as e:
+            if skipped is None:
+                raise e.about(f"sample {s.id!r}") from None
+            skipped.append(i)
+            out.append([])
+    return out
 
 
 def cut_sample(sample: Sample, start: int, end: int) -> tuple[Sample, int]:
@@ -185,13 +197,15 @@ def merge_windows(n_tokens: int, ranges: Sequence[tuple[int, int]],
 @torch.inference_mode()
 def predict_spans(model, samples: Sequence[Sample], batch_size: int = BATCH_SIZE,
                   device: str | torch.device = "cpu", progress: bool = False,
-                  precision: str = "fp32") -> list[list[Decoded]]:
+                  precision: str = "fp32", skipped: list[int] | None = None) -> list[list[Decoded]]:
     """Decoded target spans (token offsets) per sample, long samples through windows.
-    ``precision`` (knowfree.precision) applies to the forward; decoding is always fp32."""
+    ``precision`` (knowfree.precision) applies to the forward; decoding is always fp32.
+    ``skipped``: as in ``token_windows`` (a sample the tokenizer gives no piece is predicted
+    empty and its index appended, instead of failing every sample)."""
     was_training = model.training
     model.eval()
     try:
-        ranges = token_windows(model, samples)
+        ranges = token_windows(model, samples, skipped)
         pieces: list[tuple[int, int, Sample]] = []  # (sample index, window index, window sample)
         for i, (sample, rs) in enumerate(zip(samples, ranges)):
             for w, (a, b) in enumerate(rs):
@@ -335,18 +349,23 @@ class Predictor:
             precision = done.get("precision") or config.get("train", {}).get("precision", "fp32")
         return cls(model, lang=data.get("lang", "zh"), device=device, precision=precision)
 
-    def predict_samples(self, samples: Sequence[Sample], batch_size: int = BATCH_SIZE) -> list[Sample]:
-        """Samples carrying the predicted target spans (probabilities in meta['probs'])."""
+    def predict_samples(self, samples: Sequence[Sample], batch_size: int = BATCH_SIZE,
+                        skipped: list[int] | None = None) -> list[Sample]:
+        """Samples carrying the predicted target spans (probabilities in meta['probs']).
+        ``skipped``: see ``predict_spans``."""
         out = []
-        for sample, spans in zip(samples, predict_spans(self.model, samples, batch_size, self.device, precision=self.precision)):
+        found = predict_spans(self.model, samples, batch_size, self.device, precision=self.precision,
+                              skipped=skipped)
+        for sample, spans in zip(samples, found):
             pred = sample.with_spans(Span(s, e, l) for s, e, l, _ in spans)
             pred.meta["probs"] = {f"{s}:{e}:{l}": p for s, e, l, p in spans}
             out.append(pred)
         return out
 
     def predict(self, texts: Iterable[str], batch_size: int = BATCH_SIZE,
-                lang: str | None = None) -> list[list[dict]]:
-        """Spans per text: dicts start, end (character offsets, end exclusive), label, text, prob."""
+                lang: str | None = None, skipped: list[int] | None = None) -> list[list[dict]]:
+        """Spans per text: dicts start, end (character offsets, end exclusive), label, text, prob.
+        ``skipped``: see ``predict_spans``; the indices appended are those of ``texts``."""
         texts = list(texts)
         lang = lang or self.lang
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
@@ -355,7 +374,11 @@ class Predictor:
         split = [split_text(t, lang) for t in texts]
         todo = [i for i, (tokens, _) in enumerate(split) if tokens]
         samples = [Sample(split[i][0], [], str(i), lang) for i in todo]
-        spans = predict_spans(self.model, samples, batch_size, self.device, precision=self.precision)
+        among_todo: list[int] | None = None if skipped is None else []
+        spans = predict_spans(self.model, samples, batch_size, self.device, precision=self.precision,
+                              skipped=among_todo)
+        if skipped is not None:
+            skipped.extend(todo[j] for j in among_todo)
         results: list[list[dict]] = [[] for _ in texts]
         for i, found in zip(todo, spans):
             offsets = split[i][1]
@@ -430,8 +453,11 @@ def cli_main(argv: Sequence[str]) -> int:
         with spelled(formats.spellings("--format")):
             samples = formats.read(args.input, args.format).samples
         predictor = Predictor.load(args.run_dir, device=device, precision=args.precision)
-        predicted = predictor.predict_samples(samples, batch_size=args.batch_size)
+        skipped: list[int] = []
+        predicted = predictor.predict_samples(samples, batch_size=args.batch_size, skipped=skipped)
         formats.write(predicted, args.output, "jsonl")
+        _report(len(samples), [f"{args.input}: sentence {i + 1} (id {samples[i].id!r})" for i in skipped],
+                args.output)
         return 0
     if args.input:
         text = read_utf8(args.input, "--input file")
@@ -439,11 +465,28 @@ def cli_main(argv: Sequence[str]) -> int:
         text = decode_utf8(sys.stdin.buffer.read(), "<stdin>")
     records = _read_texts(_lines(text), args.input or "<stdin>")
     predictor = Predictor.load(args.run_dir, device=device, precision=args.precision)
-    results = predictor.predict([t for t, _ in records], batch_size=args.batch_size, lang=args.lang)
+    skipped: list[int] = []
+    results = predictor.predict([t for t, _ in records], batch_size=args.batch_size, lang=args.lang,
+                                skipped=skipped)
     out = "".join(json.dumps({**extra, "text": t, "spans": r}, ensure_ascii=False) + "\n"
                   for (t, extra), r in zip(records, results))
     if args.output:
         atomic_write_text(args.output, out)
     else:
         sys.stdout.write(out)
+    # every record is one input line (split at LF), so record i is line i + 1
+    _report(len(records), [f"{args.input or '<stdin>'}:{i + 1}" for i in sorted(skipped)],
+            args.output or "<stdout>")
     return 0
+
+
+def _report(n: int, skipped: list[str], output: str) -> None:
+    """On stderr: each record the encoder could not read (its prediction is empty, not a
+    model's answer), then a summary that counts them."""
+    for where in skipped:
+        print(f"warning: {where}: the run's tokenizer gives no piece for this text (its vocabulary "
+              f"does not fit it); written with an empty prediction", file=sys.stderr)
+    summary = f"predicted {n} records into {output}"
+    if skipped:
+        summary += f"; {len(skipped)} of them empty because the tokenizer gives them no piece"
+    print(summary, file=sys.stderr)
