@@ -23,7 +23,7 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from knowfree.data import formats
-from knowfree.data.sample import Sample, Span
+from knowfree.data.sample import LANGS, Sample, Span
 from knowfree.data.schema import LabelSchema
 from knowfree.encoder import NoPieceError, TokenEncoder
 from knowfree import precision as precision_mod
@@ -431,7 +431,7 @@ def cli_main(argv: Sequence[str]) -> int:
     p.add_argument("--input", help="JSONL with a \"text\" field, or plain text lines (default: stdin)")
     p.add_argument("--output", help="JSONL out, one record per input line (default: stdout)")
     p.add_argument("--batch-size", type=int_at_least(1), default=BATCH_SIZE)
-    p.add_argument("--lang", help="override the language of the training data (zh, ja, en, ko, ...)")
+    p.add_argument("--lang", choices=LANGS, help="override the language of the training data")
     p.add_argument("--tokens", action="store_true",
                    help="INPUT is a tokenised dataset file (KnowFREE JSONL, or --format): its tokens "
                         "are kept and OUTPUT is KnowFREE JSONL, which `python -m knowfree eval INPUT "

@@ -200,6 +200,8 @@ case("convert-empty-input", CONVERT + ["{d}/in.jsonl", "{d}/out.conll", "--from"
      ("{d}/in.jsonl", "empty"), files(in__jsonl="\n\n"))
 case("convert-damaged-gzip", CONVERT + ["{d}/in.jsonl.gz", "{d}/out.conll", "--from", "jsonl", "--to", "conll"], 1,
      ("{d}/in.jsonl.gz", "gzip"), files(in__jsonl__gz=b"\x1f\x8b\x08\x00garbage"))
+case("convert-unknown-lang", CONVERT + ["{w}/gold.conll", "{d}/o.jsonl", "--from", "conll", "--to", "jsonl",
+                                      "--lang", "xx"], 2, ("--lang", "'xx'", "'zh', 'en', 'ja', 'ko'"))
 case("convert-unknown-from", CONVERT + ["{w}/noid.jsonl", "{d}/o", "--from", "xml", "--to", "conll"], 2, ("--from",))
 case("convert-unknown-tag-prefix", CONVERT + ["{d}/in.conll", "{d}/o.jsonl", "--from", "conll", "--to", "jsonl"], 1,
      ("{d}/in.conll:1", "--scheme BIO"), files(in__conll="a X-PER\n\n"))
@@ -351,6 +353,8 @@ case("predict-malformed-json-line", PREDICT + ["--input", "{d}/t.txt"], 1, ("{d}
      files(t__txt='赵丽\n{"text": \n'))
 case("predict-json-without-text", PREDICT + ["--input", "{d}/t.txt"], 1, ("{d}/t.txt", "line 1"),
      files(t__txt='{"id": 1}\n'))
+case("predict-unknown-lang", PREDICT + ["--input", "{w}/texts.txt", "--lang", "cn"], 2,
+     ("--lang", "'cn'", "'zh', 'en', 'ja', 'ko'"))
 case("predict-bad-device", PREDICT + ["--input", "{w}/texts.txt", "--device", "gpu0"], 1, ("--device", "gpu0"))
 case("predict-not-a-run", ["predict", "{d}", "--input", "{w}/texts.txt"], 1, ("{d}", "not a trained run"))
 case("predict-corrupt-config-json", ["predict", "{d}/run", "--input", "{w}/texts.txt"], 1,
@@ -491,6 +495,8 @@ case("augment-replay-concurrency-zero", ["augment", "{d}/a.yaml"], 1, ("llm.conc
      augment_config(knowledge="llm", llm={"mode": "replay", "model": "m", "cache": "{d}/cache", "concurrency": 0}))
 case("augment-infinite-temperature", ["augment", "{d}/a.yaml", "--set", "llm.temperature=.inf"], 1,
      ("llm.temperature",), augment_config(knowledge="llm", llm={"mode": "replay", "model": "m", "cache": "{d}/c"}))
+case("augment-unknown-lang", ["augment", "{d}/a.yaml", "--set", "lang=xx"], 1, ("lang must be one of zh, en, ja, ko",
+                                                                               "'xx'"), augment_config())
 case("augment-k-zero", ["augment", "{d}/a.yaml", "--set", "k=0"], 1, ("k must be",), augment_config())
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 from knowfree.data.formats import (FORMATS, count_overlapping, read, read_options, spellings,
                                    write, write_options)
 from knowfree.data.registry import REGISTRY, open_dataset
-from knowfree.data.sample import Sample
+from knowfree.data.sample import LANGS, Sample
 from knowfree.errors import InputError, spelled
 from knowfree.provenance import guard_outputs
 
@@ -116,7 +116,7 @@ def cli_main(argv: list[str]) -> int:
     cv.add_argument("--to", dest="dst", required=True, choices=FORMATS)
     cv.add_argument("--scheme", help="tag scheme of the input (conll family; default auto)")
     cv.add_argument("--to-scheme", help="tag scheme of the output (conll; default BIO)")
-    cv.add_argument("--lang", help="language of the input (zh, ja, ko, en...)")
+    cv.add_argument("--lang", choices=LANGS, help="language of the input")
     cv.add_argument("--on-overlap", choices=("error", "drop"),
                     help="flat outputs: fail on overlapping spans (default) or drop and count them")
     cv.add_argument("--include-extensions", action="store_true",

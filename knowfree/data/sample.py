@@ -14,6 +14,12 @@ from typing import Any, Iterable
 EXT_PREFIX = "ext."
 
 
+# The languages the project handles: raw text splits into characters (zh, ja), Kiwi morphemes
+# (ko) or whitespace words (en), and the LLM prompts exist in each. Another code would be read
+# as whitespace-separated words without a word of warning, so flags and configs refuse it.
+LANGS = ("zh", "en", "ja", "ko")
+
+
 def is_extension(label: str) -> bool:
     return label.startswith(EXT_PREFIX)
 

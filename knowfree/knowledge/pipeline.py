@@ -67,9 +67,9 @@ from typing import Any, Iterable, Sequence
 
 from knowfree import yamlio
 from knowfree import __version__
-from knowfree.data.sample import Sample, Span, is_extension
+from knowfree.data.sample import LANGS, Sample, Span, is_extension
 from knowfree.data.schema import LabelSchema, check_rule
-from knowfree.errors import ConfigError, InputError, KnowfreeError
+from knowfree.errors import ConfigError, InputError, KnowfreeError, shown
 from knowfree.knowledge import align
 from knowfree.knowledge.normalise import (SEG_WORD, UNKNOWN_ENTITY_POLICIES, Normaliser, alias_tables,
                                           wants_segment)
@@ -148,6 +148,9 @@ def validate_config(raw: dict) -> dict:
         raise ConfigError(f"knowledge must be one of {KNOWLEDGE}, got {cfg['knowledge']!r}")
     if cfg["unknown_entities"] not in UNKNOWN_ENTITY_POLICIES:
         raise ConfigError(f"unknown_entities must be one of {UNKNOWN_ENTITY_POLICIES}")
+    if cfg["lang"] is not None and cfg["lang"] not in LANGS:
+        raise ConfigError(f"lang must be one of {', '.join(LANGS)} (or null: the data's own), "
+                          f"got {shown(cfg['lang'])}")
     if cfg["k"] is not None and cfg["k"] < 1:
         raise ConfigError(f"k must be >= 1 or null, got {cfg['k']}")
     rule = cfg["schema"] if isinstance(cfg["schema"], dict) else {"rule": cfg["schema"]}

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import yaml
 
+from knowfree.data.sample import LANGS
 from knowfree.errors import InputError
 
 KINDS = ("entity", "pos", "explain", "describe")
-LANGS = ("zh", "en", "ja", "ko")
 # Placeholders each kind must use: a template that forgot ${sentence} would send the same
 # prompt for every sentence, and the cache would happily serve one answer to all of them.
 FIELDS = {
