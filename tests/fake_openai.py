@@ -16,11 +16,13 @@ class FakeOpenAI:
     ``script`` lists what the next chat completions do, one item each: an HTTP status to fail
     with, "hang" (answer after ``hang`` seconds, past the client's timeout) or "garbage" (HTTP
     200 with a body that is not JSON). When the script is used up, each request is answered
-    after ``delay`` seconds with "answer to <last message>".
+    after ``delay`` seconds with ``answer(messages)``, by default "answer to <last message>".
     """
 
-    def __init__(self, models=(MODEL,), key=None, delay=0.0, script=(), hang=3.0, list_models=True):
+    def __init__(self, models=(MODEL,), key=None, delay=0.0, script=(), hang=3.0, list_models=True,
+                 answer=None):
         self.models, self.key, self.delay, self.hang = list(models), key, delay, hang
+        self.answer = answer or (lambda messages: "answer to " + messages[-1]["content"])
         self.script, self.list_models = list(script), list_models
         self.prompts = []  # last message of every chat completion received, in order
         self.bodies = []
@@ -91,7 +93,7 @@ class FakeOpenAI:
                     if step == "garbage":
                         return self._send(200, b"<html>proxy error")
                     time.sleep(fake.hang if step == "hang" else fake.delay)
-                    text = "answer to " + body["messages"][-1]["content"]
+                    text = fake.answer(body["messages"])
                     self._send(200, {
                         "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
                         "choices": [{"index": 0, "finish_reason": "stop",
