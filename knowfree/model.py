@@ -91,15 +91,17 @@ class ModelConfig:
         problems = []
         if self.head not in HEADS:
             problems.append(f"head must be one of {HEADS}, got {self.head!r}")
-        if self.channels % self.biaffine_heads:
-            problems.append(f"channels ({self.channels}) must be divisible by biaffine_heads "
-                            f"({self.biaffine_heads})")
-        if self.channels % self.attention_heads:
-            problems.append(f"channels ({self.channels}) must be divisible by attention_heads "
-                            f"({self.attention_heads})")
-        if min(self.channels, self.biaffine_heads, self.attention_heads, self.size_buckets,
-               self.size_embedding) < 1 or self.window < 0 or self.cnn_layers < 0:
-            problems.append("sizes must be positive (window and cnn_layers may be 0)")
+        # each size by name, so that the message points at the key to fix
+        problems += [f"{k} must be >= 1, got {getattr(self, k)}" for k in
+                     ("channels", "biaffine_heads", "attention_heads", "size_buckets", "size_embedding")
+                     if getattr(self, k) < 1]
+        problems += [f"{k} must be >= 0, got {getattr(self, k)}" for k in ("window", "cnn_layers")
+                     if getattr(self, k) < 0]
+        # a head count of 0 is reported above, not divided by
+        for heads in ("biaffine_heads", "attention_heads"):
+            if getattr(self, heads) >= 1 and self.channels % getattr(self, heads):
+                problems.append(f"channels ({self.channels}) must be divisible by {heads} "
+                                f"({getattr(self, heads)})")
         if self.max_span_length is not None and self.max_span_length < 1:
             problems.append(f"max_span_length must be >= 1 or null, got {self.max_span_length}")
         if self.freeze_layers < 0:
