@@ -28,20 +28,34 @@ class DataNotFound(KnowfreeError):
     pass
 
 
-def int_at_least(minimum: int):
-    """An argparse ``type``: an integer >= ``minimum``, so that a flag such as ``--batch-size 0``
-    or ``--stop-after -1`` is refused where it is typed instead of misbehaving later."""
+def int_at_least(minimum: int, maximum: int | None = None):
+    """An argparse ``type``: an integer >= ``minimum`` (and <= ``maximum``), so that a flag such
+    as ``--batch-size 0``, ``--stop-after -1`` or ``--port 99999`` is refused where it is typed
+    instead of misbehaving later."""
     import argparse
+
+    want = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected an integer {want}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected an integer {want}, got {value}")
         return value
     return parse
+
+
+def path_given(text: str) -> str:
+    """An argparse ``type`` for a path flag whose absence means a default (stdin, stdout, a
+    results folder): an empty value, as a shell gives for an unset variable, is refused rather
+    than taken for that default."""
+    import argparse
+
+    if not text:
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
 
 
 def nonnegative_seconds(text: str) -> float:

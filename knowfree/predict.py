@@ -27,7 +27,7 @@ from knowfree.data.sample import LANGS, Sample, Span
 from knowfree.data.schema import LabelSchema
 from knowfree.encoder import NoPieceError, TokenEncoder
 from knowfree import precision as precision_mod
-from knowfree.errors import InputError, int_at_least, spelled
+from knowfree.errors import InputError, int_at_least, path_given, spelled
 from knowfree.model import ModelConfig, build_model, move_batch
 from knowfree.provenance import (atomic_write_text, decode_utf8, guard_outputs, read_json_file,
                                  read_utf8)
@@ -428,8 +428,8 @@ def cli_main(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m knowfree predict",
                                 description="Predict spans for raw text with a trained run.")
     p.add_argument("run_dir", help="run folder written by `python -m knowfree train`")
-    p.add_argument("--input", help="JSONL with a \"text\" field, or plain text lines (default: stdin)")
-    p.add_argument("--output", help="JSONL out, one record per input line (default: stdout)")
+    p.add_argument("--input", type=path_given, help="JSONL with a \"text\" field, or plain text lines (default: stdin)")
+    p.add_argument("--output", type=path_given, help="JSONL out, one record per input line (default: stdout)")
     p.add_argument("--batch-size", type=int_at_least(1), default=BATCH_SIZE)
     p.add_argument("--lang", choices=LANGS, help="override the language of the training data")
     p.add_argument("--tokens", action="store_true",

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from knowfree import yamlio
-from knowfree.errors import ConfigError, int_at_least, nonnegative_seconds
+from knowfree.errors import ConfigError, int_at_least, nonnegative_seconds, path_given
 from knowfree.provenance import REPO_ROOT, atomic_write_text, guard_outputs
 
 SUMMARY_FIELDS = [
@@ -87,8 +87,12 @@ def plan(sweep: dict) -> list[Run]:
             raise ConfigError(f"group {g['name']!r}: unknown keys {sorted(set(g) - {'name', 'set', 'grid'})}")
         fixed = _as_set_items(g.get("set"), f"group {g['name']!r} set")
         grid = g.get("grid") or {}
-        if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        if not isinstance(grid, dict):
             raise ConfigError(f"group {g['name']!r}: grid must map keys to non-empty lists")
+        bad = [k for k, v in grid.items() if not (isinstance(v, list) and v)]
+        if bad:  # an empty list would silently make the group run nothing
+            raise ConfigError(f"group {g['name']!r}: grid key {bad[0]!r} must list at least one value, "
+                              f"got {grid[bad[0]]!r}")
         keys = list(grid)
         for values in itertools.product(*(grid[k] for k in keys)):
             name = "-".join([g["name"], *(_short(k, v) for k, v in zip(keys, values))])
@@ -300,7 +304,7 @@ def cli_main(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m knowfree sweep",
                                 description="Run a sweep of trainings in parallel processes.")
     p.add_argument("sweep", help="sweep YAML (see configs/sweeps/)")
-    p.add_argument("--out", required=True, help="folder for the run folders and summary.csv")
+    p.add_argument("--out", required=True, type=path_given, help="folder for the run folders and summary.csv")
     p.add_argument("--jobs", type=int_at_least(1), default=1, help="runs at a time (default 1)")
     p.add_argument("--deadline", type=nonnegative_seconds, default=None,
                    help="seconds after which running runs are stopped and no new ones start")
@@ -309,14 +313,17 @@ def cli_main(argv) -> int:
                    help="override for every run, after the sweep's own (e.g. where this "
                         "machine keeps the encoder: --set model.encoder=PATH)")
     p.add_argument("--dry-run", action="store_true", help="print the runs and exit")
-    p.add_argument("--table", metavar="PREFIX", default=None,
+    p.add_argument("--table", metavar="PREFIX", default=None, type=path_given,
                    help="also write PREFIX.csv and PREFIX.md: one line per setting (runs differing only in seed)")
     p.add_argument("--collect", action="store_true",
                    help="train nothing: summarise the run folders already under --out")
     args = p.parse_args(argv)
     sweep_file = Path(args.sweep)
     sweep = yamlio.load_file(sweep_file, "sweep")
-    runs = plan(sweep)
+    try:
+        runs = plan(sweep)
+    except ConfigError as e:  # what plan() refuses is in this file
+        raise ConfigError(f"{sweep_file}: {e}") from None
     for r in runs:
         r.overrides += args.set
     if args.only:

@@ -50,7 +50,7 @@ from knowfree.data.sample import Sample, Span, is_extension
 from knowfree.data.sampling import DEFAULT_SEED, Subset, k_sentences, save_subset
 from knowfree.data.schema import WEIGHT_PRESETS, LabelSchema, check_rule
 from knowfree.encoder import provenance as encoder_provenance
-from knowfree.errors import ConfigError, InputError, KnowfreeError, int_at_least, spelled
+from knowfree.errors import ConfigError, InputError, KnowfreeError, int_at_least, path_given, spelled
 from knowfree.metrics import evaluate
 from knowfree.model import ModelConfig, build_model, move_batch
 from knowfree import precision as precision_mod
@@ -690,6 +690,10 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
                     "synthetic_weight": preset[1] if preset else t["synthetic_weight"],
                     "synthetic_weight_is": "absolute" if preset else "a multiplier of each sample's weight"}
     train_samples, window_stats = split_long(model, train_samples)
+    if not train_samples:  # else a model is "trained" on nothing and scores 0 without a word
+        raise InputError(f"the training split has no sentence with a token ({window_stats['empty_dropped']} "
+                         f"empty sentences)", where=config["data"]["train_file"] or config["data"]["dataset"],
+                         fix="check data.train_file, data.format and data.k")
     data_info["windows"] = {"train": window_stats}
     for split in ("dev", "test"):
         if splits.get(split):
@@ -874,7 +878,7 @@ def cli_main(argv) -> int:
     p.add_argument("config", help="YAML config (see configs/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=3 (value read as YAML)")
-    p.add_argument("--run-dir", help="run folder (default: output.run_dir, else results/runs/<name>)")
+    p.add_argument("--run-dir", type=path_given, help="run folder (default: output.run_dir, else results/runs/<name>)")
     p.add_argument("--stop-after", type=int_at_least(1), metavar="EPOCHS",
                    help="stop after this many epochs in total; run again to resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -69,7 +69,7 @@ from knowfree import yamlio
 from knowfree import __version__
 from knowfree.data.sample import LANGS, Sample, Span, is_extension
 from knowfree.data.schema import LabelSchema, check_rule
-from knowfree.errors import ConfigError, InputError, KnowfreeError, shown
+from knowfree.errors import ConfigError, InputError, KnowfreeError, path_given, shown
 from knowfree.knowledge import align
 from knowfree.knowledge.normalise import (SEG_WORD, UNKNOWN_ENTITY_POLICIES, Normaliser, alias_tables,
                                           wants_segment)
@@ -962,7 +962,7 @@ def cli_main(argv: Sequence[str]) -> int:
                                     description="Copy a finished augment run's training sets (gzip), schemas "
                                                 "and stats into a folder meant to be committed.")
         p.add_argument("run_dir", help="augment output folder (results/runs/augment/NAME)")
-        p.add_argument("--dest", help="target folder (default results/augment/NAME)")
+        p.add_argument("--dest", type=path_given, help="target folder (default results/augment/NAME)")
         args = p.parse_args(argv[1:])
         dest = args.dest or REPO_ROOT / "results" / "augment" / _path(args.run_dir).name
         packed = pack(args.run_dir, dest)
@@ -984,7 +984,7 @@ def cli_main(argv: Sequence[str]) -> int:
     p.add_argument("config", help="augment YAML config (see configs/augment_*.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set k=500 or --set llm.mode=replay")
-    p.add_argument("--output", help="output folder (default: the config's output)")
+    p.add_argument("--output", type=path_given, help="output folder (default: the config's output)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     cfg = load_config(args.config, args.overrides)

