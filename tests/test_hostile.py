@@ -552,6 +552,72 @@ case("llm-bench-zero-tokens", ["llm", "bench", "--max-tokens", "0"], 2, ("--max-
 case("llm-serve-bad-port", ["llm", "serve", "--port", "-80"], 2, ("--port",))
 
 
+# -- a second probe: inputs the first table did not try -------------------------------------
+case("eval-pred-empty", ["eval", "{w}/noid.jsonl", "{d}/p.jsonl"], 1, ("{d}/p.jsonl", "empty"), files(p__jsonl=""))
+case("eval-gold-folder", ["eval", "{d}", "{w}/noid.jsonl"], 1, ("{d}",))
+case("eval-fmt-conll-on-jsonl", ["eval", "{w}/noid.jsonl", "{w}/noid.jsonl", "--fmt", "conll"], 1,
+     ("{w}/noid.jsonl:1",))
+case("eval-bom-jsonl", ["eval", "{d}/g.jsonl", "{d}/g.jsonl"], 0, setup=files(g__jsonl="\ufeff" + jline(id="a")))
+case("eval-numeric-ids", ["eval", "{d}/g.jsonl", "{d}/g.jsonl"], 0, ("paired by id",), files(g__jsonl=jline(id=5)))
+case("convert-output-folder-missing", CONVERT + ["{w}/noid.jsonl", "{d}/no/dir/o.conll", "--from", "jsonl", "--to",
+                                                 "conll"], 0, creates=("{d}/no",))
+case("convert-empty-output-path", CONVERT + ["{w}/noid.jsonl", "", "--from", "jsonl", "--to", "conll"], 1,
+     ("OUTPUT",))
+case("convert-dev-null-input", CONVERT + ["/dev/null", "{d}/o.conll", "--from", "jsonl", "--to", "conll"], 1,
+     ("/dev/null", "empty"))
+case("stats-crlf-jsonl", ["data", "stats", "{d}/x.jsonl", "--fmt", "jsonl"], 0,
+     setup=files(x__jsonl=jline().replace("\n", "\r\n") * 2))
+case("stats-bom-only", ["data", "stats", "{d}/x.jsonl", "--fmt", "jsonl"], 1, ("{d}/x.jsonl", "empty"),
+     files(x__jsonl="\ufeff\n"))
+case("train-data-null", ["train", "{d}/c.yaml"], 1, ("data",), files(c__yaml="data:\n"))
+case("train-epochs-zero", TRAIN + ["--run-dir", "{d}/r", "--set", "train.epochs=0"], 1, ("train.epochs",))
+case("train-batch-size-negative", TRAIN + ["--run-dir", "{d}/r", "--set", "train.batch_size=-4"], 1,
+     ("train.batch_size",))
+case("train-channels-zero", TRAIN + ["--run-dir", "{d}/r", "--set", "model.channels=0"], 1,
+     ("'model'", "channels must be >= 1, got 0"))
+case("train-heads-zero", TRAIN + ["--run-dir", "{d}/r", "--set", "model.biaffine_heads=0"], 1,
+     ("'model'", "biaffine_heads must be >= 1, got 0"))
+case("train-window-negative", TRAIN + ["--run-dir", "{d}/r", "--set", "model.window=-1"], 1,
+     ("'model'", "window must be >= 0, got -1"))
+case("train-duplicate-yaml-key", ["train", "{d}/c.yaml", "--run-dir", "{d}/r"], 1,
+     ("{d}/c.yaml", "duplicate key 'train'"),
+     lambda w, d: (d / "c.yaml").write_text((w / "cfg.yaml").read_text(encoding="utf-8") + "train: {epochs: 1}\n",
+                                            encoding="utf-8"))
+case("train-empty-train-file", TRAIN + ["--run-dir", "{d}/r", "--set", "data.train_file={d}/t.jsonl"], 1,
+     ("{d}/t.jsonl", "empty"), files(t__jsonl="\n"))
+case("train-only-empty-sentences", TRAIN + ["--run-dir", "{d}/r", "--set", "data.train_file={d}/t.jsonl"], 1,
+     ("{d}/t.jsonl", "no sentence with a token (3 empty"), files(t__jsonl=jline(text=[]) * 3),
+     creates=("{d}/r",))  # a setup that failed: a rerun takes the folder over
+case("train-empty-run-dir", TRAIN + ["--run-dir", ""], 2, ("--run-dir", "empty"))
+case("predict-empty-input", PREDICT + ["--input", "{d}/t.txt", "--output", "{d}/o.jsonl"], 0,
+     ("predicted 0 records",), files(t__txt=""), creates=("{d}/o.jsonl",))
+case("predict-blank-lines-kept", PREDICT + ["--input", "{d}/t.txt", "--output", "{d}/o.jsonl"], 0,
+     ("predicted 3 records",), files(t__txt="\n赵丽\n\n"), creates=("{d}/o.jsonl",), check=records_kept(3, 0))
+case("predict-tokens-conll-format-on-jsonl", PREDICT + ["--tokens", "--input", "{w}/test.jsonl", "--output",
+                                                        "{d}/o.jsonl", "--format", "conll"], 1,
+     ("{w}/test.jsonl:1", "--format"))
+case("predict-run-dir-is-file", ["predict", "{d}/f", "--input", "{w}/texts.txt"], 1, ("{d}/f",), files(f="x"))
+case("predict-empty-output-path", PREDICT + ["--input", "{w}/texts.txt", "--output", ""], 2, ("--output", "empty"))
+case("predict-empty-input-path", PREDICT + ["--input", ""], 2, ("--input", "empty"))
+case("sweep-file-empty", ["sweep", "{d}/s.yaml", "--out", "{d}/out", "--dry-run"], 1, ("{d}/s.yaml", "base:"),
+     files(s__yaml=""))
+case("sweep-empty-out", ["sweep", "{w}/sweep.yaml", "--out", "", "--dry-run"], 2, ("--out", "empty"))
+case("sweep-grid-empty-list", ["sweep", "{d}/s.yaml", "--out", "{d}/out", "--dry-run"], 1, ("train.seed",),
+     sweep_file(groups=[{"name": "g", "grid": {"train.seed": []}}]))
+case("sweep-duplicate-group-names", ["sweep", "{d}/s.yaml", "--out", "{d}/out", "--dry-run"], 1,
+     ("{d}/s.yaml", "same name"),
+     sweep_file(groups=[{"name": "g", "grid": {"train.seed": [0]}}, {"name": "g", "grid": {"train.seed": [0]}}]))
+case("reproduce-empty-params", REPRO + ["{d}/p.yaml"], 1, ("{d}/p.yaml",), files(p__yaml=""))
+case("reproduce-unknown-notebook", REPRO + ["{d}/p.yaml"], 1, ("99_nope",),
+     params(notebooks={"99_nope": {}}))
+case("augment-train-file-missing", ["augment", "{d}/a.yaml"], 1, ("{d}/nope.jsonl",),
+     augment_config(train_file="{d}/nope.jsonl"))
+case("augment-llm-not-mapping", ["augment", "{d}/a.yaml"], 1, ("llm", "mapping"), augment_config(llm=3))
+case("augment-llm-without-server", ["augment", "{d}/a.yaml"], 1, ("llm.base_url",), augment_config(knowledge="llm"))
+case("augment-empty-output", ["augment", "{d}/a.yaml", "--output", ""], 2, ("--output", "empty"), augment_config())
+case("table-no-stats", ["augment", "table"], 2, ("usage",))
+case("llm-serve-port-too-big", ["llm", "serve", "--port", "99999"], 2, ("--port",))
+
 # -- the runner ----------------------------------------------------------------------------
 
 
