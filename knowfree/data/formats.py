@@ -419,7 +419,9 @@ def count_overlapping(sample: Sample) -> int:
 def _check_fmt(fmt: str) -> str:
     key = str(fmt).lower()
     if key not in FORMATS:
-        raise InputError(f"unknown format {fmt!r}", fix=f"use one of {', '.join(FORMATS)}")
+        # named as the command spells it (--fmt, --format, data.format:), else as fmt=
+        raise InputError(f"unknown format {fmt!r}", fix=f"{option('fmt', 'FORMAT', python='fmt=FORMAT')} "
+                                                         f"with FORMAT one of {', '.join(FORMATS)}")
     return key
 
 
@@ -636,9 +638,14 @@ def _write_conll(samples: Sequence[Sample], report: WriteReport, *, scheme: str,
                              "position-digit column", fix="read the file with its word positions "
                              f"(weibo), or write {option('write_fmt', 'conll', python=_FMT_CONLL)}")
         for i, (tok, tag) in enumerate(zip(s.tokens, tagging.tags)):
-            if not tok or "\n" in tok or "\r" in tok or (sep == "\t" and "\t" in tok):
-                raise InputError(f"token {_shown(tok)} of sample {s.id!r} cannot be written one per line",
-                                 fix="remove line breaks/TABs from tokens")
+            # a token holding the separator would be read back cut at it (a space-separated
+            # "a b" comes back as "a"), so it is refused like a line break; the separator alone
+            # is a token the reader knows (a line starting with it)
+            if not tok or "\n" in tok or "\r" in tok or (sep in tok and tok != sep):
+                raise InputError(f"token {_shown(tok)} of sample {s.id!r} cannot be written one per line "
+                                 f"with {'TAB' if sep == chr(9) else 'space'} between token and tag",
+                                 fix="remove line breaks and the separator from tokens, or write "
+                                     "KnowFREE JSONL, which keeps any token")
             out.append(f"{tok}{positions[i] if positions else ''}{sep}{tag}{newline}")
         out.append(newline)
     return "".join(out)
