@@ -140,7 +140,8 @@ def cli_main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     path = resolve_params_path(args.params)
     params = P.load(path)
-    steps = plan(params, args.only.split(",") if args.only else None)
+    # `--only ""` names no notebook: refused by plan(), not read as "all of them"
+    steps = plan(params, args.only.split(",") if args.only is not None else None)
     command = f"python -m knowfree reproduce --params {shlex.quote(_shown(path))}"
     if args.only:
         command += f" --only {args.only}"
