@@ -618,6 +618,35 @@ case("augment-empty-output", ["augment", "{d}/a.yaml", "--output", ""], 2, ("--o
 case("table-no-stats", ["augment", "table"], 2, ("usage",))
 case("llm-serve-port-too-big", ["llm", "serve", "--port", "99999"], 2, ("--port",))
 
+case("convert-token-with-space-to-conll", CONVERT + ["{d}/in.jsonl", "{d}/o.conll", "--from", "jsonl", "--to",
+                                                     "conll"], 1, ("'a b' of sample 'in.jsonl-0'", "space between token and tag"),
+     files(in__jsonl=jline(text=["a b", "c"])))
+case("convert-token-with-newline-to-conll", CONVERT + ["{d}/in.jsonl", "{d}/o.conll", "--from", "jsonl", "--to",
+                                                       "conll"], 1, ("of sample 'in.jsonl-0'",), files(in__jsonl=jline(text=["a\nb", "c"])))
+case("convert-empty-token-to-conll", CONVERT + ["{d}/in.jsonl", "{d}/o.conll", "--from", "jsonl", "--to",
+                                                "conll"], 1, ("'' of sample 'in.jsonl-0'",), files(in__jsonl=jline(text=["", "c"])))
+case("train-k-zero", TRAIN + ["--run-dir", "{d}/r", "--set", "data.k=0"], 1, ("data.k",))
+case("train-epochs-float", TRAIN + ["--run-dir", "{d}/r", "--set", "train.epochs=1.5"], 1, ("train.epochs",))
+case("augment-k-float", ["augment", "{d}/a.yaml", "--set", "k=1.5"], 1, ("'k'",), augment_config())
+case("eval-conll-pred-as-jsonl", ["eval", "{w}/noid.jsonl", "{w}/pred.conll"], 1, ("{w}/pred.conll:1",))
+case("predict-tokens-empty-token", PREDICT + ["--tokens", "--input", "{d}/t.jsonl", "--output", "{d}/o.jsonl"], 0,
+     setup=files(t__jsonl=jline(text=["赵", "", "丽"])), creates=("{d}/o.jsonl",))
+case("reproduce-only-empty", REPRO + ["{w}/params.yaml", "--only", ""], 1, ("--only",))
+
+case("train-unknown-data-format", TRAIN + ["--run-dir", "{d}/r", "--set", "data.format=xml"], 1, ("'xml'", "data.format: FORMAT"))
+case("train-device-cuda-missing", TRAIN + ["--run-dir", "{d}/r", "--set", "train.device=cuda:7"], 1,
+     ("train.device", "cuda:7"))
+case("predict-device-cuda-missing", PREDICT + ["--input", "{w}/texts.txt", "--device", "cuda:7"], 1,
+     ("--device", "cuda:7"))
+case("train-config-tab-indent", ["train", "{d}/c.yaml"], 1, ("{d}/c.yaml",), files(c__yaml="data:\n\ttrain_file: x\n"))
+case("train-empty-encoder", TRAIN + ["--run-dir", "{d}/r", "--set", "model.encoder="], 1, ("'model'", "'encoder' must be str"))
+case("eval-weibo-fmt-on-jsonl", ["eval", "{w}/noid.jsonl", "{w}/noid.jsonl", "--fmt", "weibo"], 1,
+     ("{w}/noid.jsonl:1",))
+case("table-same-stats-twice", ["augment", "table", "{d}/run/stats.json", "{d}/run/stats.json", "--out", "{d}/t"], 1,
+     ("{d}/run/stats.json",), augment_run())
+case("predict-long-line", PREDICT + ["--input", "{d}/t.txt", "--output", "{d}/o.jsonl"], 0, ("predicted 1 records",),
+     files(t__txt="赵丽去东京" * 300 + "\n"), creates=("{d}/o.jsonl",))
+
 # -- the runner ----------------------------------------------------------------------------
 
 
