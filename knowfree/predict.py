@@ -451,12 +451,14 @@ def cli_main(argv: Sequence[str]) -> int:
             raise InputError("--tokens needs --input FILE and --output FILE",
                              fix="python -m knowfree predict RUN --tokens --input test.jsonl --output pred.jsonl")
         with spelled(formats.spellings("--format")):
-            samples = formats.read(args.input, args.format).samples
+            result = formats.read(args.input, args.format)
+        samples, lines = result.samples, result.report.lines
         predictor = Predictor.load(args.run_dir, device=device, precision=args.precision)
         skipped: list[int] = []
         predicted = predictor.predict_samples(samples, batch_size=args.batch_size, skipped=skipped)
         formats.write(predicted, args.output, "jsonl")
-        _report(len(samples), [f"{args.input}: sentence {i + 1} (id {samples[i].id!r})" for i in skipped],
+        _report(len(samples), [f"{args.input}:{lines[i]} (sentence {i + 1}, id {samples[i].id!r})" if lines[i]
+                               else f"{args.input}: sentence {i + 1} (id {samples[i].id!r})" for i in skipped],
                 args.output)
         return 0
     if args.input:

@@ -406,9 +406,14 @@ case("predict-json-line-without-piece", PREDICT + ["--input", "{d}/t.txt", "--ou
      check=records_kept(2, 0))
 case("predict-tokens-sentence-without-piece", PREDICT + ["--tokens", "--input", "{d}/t.jsonl", "--output",
                                                          "{d}/o.jsonl"], 0,
-     ("warning: {d}/t.jsonl: sentence 2 (id 'odd')", "predicted 3 records", "1 of them empty"),
-     files(t__jsonl=jline(id="a") + jline(id="odd", text=[NO_PIECE, NO_PIECE]) + jline(id="b")),
+     ("warning: {d}/t.jsonl:3 (sentence 2, id 'odd')", "predicted 3 records", "1 of them empty"),
+     files(t__jsonl=jline(id="a") + "\n" + jline(id="odd", text=[NO_PIECE, NO_PIECE]) + jline(id="b")),
      creates=("{d}/o.jsonl",), check=records_kept(3, 1))
+case("predict-tokens-conll-sentence-without-piece", PREDICT + ["--tokens", "--input", "{d}/t.conll", "--format",
+                                                               "conll", "--output", "{d}/o.jsonl"], 0,
+     ("warning: {d}/t.conll:4 (sentence 2, id 't.conll-1')", "1 of them empty"),
+     files(t__conll=f"赵 B-PER\n丽 I-PER\n\n{NO_PIECE} O\n\n东 O\n"), creates=("{d}/o.jsonl",),
+     check=records_kept(3, 1))
 case("train-sample-without-piece", TRAIN + ["--run-dir", "{d}/r", "--set", "data.train_file={d}/t.jsonl"], 1,
      ("gives no piece for sample 'odd'",), files(t__jsonl=jline(id="a") + jline(id="odd", text=[NO_PIECE])),
      creates=("{d}/r",))  # a setup that failed: a rerun takes the folder over (train-takes-over-failed-setup)

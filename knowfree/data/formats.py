@@ -138,6 +138,9 @@ class ReadReport:
     # every sample's id comes from the file itself (a JSONL "id"), not made up by the reader
     # from the file name and position: only then can two files be paired by id
     ids_from_file: bool = False
+    # the line each sentence starts on, in order (None for stockmark's JSON array): how a
+    # command points at one sentence in the file
+    lines: list[int | None] = field(default_factory=list)
 
     def repair(self, kind: str, line: int | None) -> None:
         self.repairs[kind] += 1
@@ -525,6 +528,7 @@ def _read_conll(text: str, path: Path, report: ReadReport, *, scheme: str = "aut
         meta = {"seg_pos": [r.pos for r in block]} if position_digit and keep_positions else {}
         samples.append(Sample([r.token for r in block], decoded.spans,
                               f"{id_prefix}-{len(samples)}", lang, meta=meta))
+        report.lines.append(block[0].line)
     return samples
 
 
@@ -698,6 +702,7 @@ def _read_jsonl(text: str, path: Path, report: ReadReport, *, lang: str = "zh",
         if "id" not in d:
             report.ids_from_file = False
         samples.append(Sample(tokens, spans, str(d.get("id", f"{id_prefix}-{len(samples)}")), **own))
+        report.lines.append(n)
     return samples
 
 
@@ -775,6 +780,7 @@ def _read_stockmark(text: str, path: Path, report: ReadReport, *, lang: str = "j
             spans.append(Span(start, end, label))
         meta = {"curid": rec["curid"]} if "curid" in rec else {}
         samples.append(Sample(tokens, spans, f"{id_prefix}-{len(samples)}", lang, meta=meta))
+        report.lines.append(None)
     return samples
 
 
@@ -850,6 +856,7 @@ def _read_kmou(text: str, path: Path, report: ReadReport, *, lang: str = "ko",
             if sample is not None:
                 sample.id = f"{id_prefix}-{len(samples)}"
                 samples.append(sample)
+                report.lines.append(block[0][0])
         block = []
     return samples
 
