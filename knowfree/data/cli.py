@@ -74,12 +74,13 @@ def _convert(args) -> int:
     ropts = {k: v for k, v in ropts.items() if v is not None}
     result = read(args.input, args.src, **_only(ropts, read_options(args.src), args.src, "reading"))
     newline = {"lf": "\n", "crlf": "\r\n", "same": result.report.newline}[args.newline]
+    # --newline given for a format that has no such option is refused like the other flags;
+    # left at "same", it applies where it can
+    explicit = newline if args.newline != "same" or "newline" in write_options(args.dst) else None
     wopts = {"scheme": args.to_scheme, "on_overlap": args.on_overlap,
-             "include_extensions": args.include_extensions or None}
+             "include_extensions": args.include_extensions or None, "newline": explicit}
     wopts = _only({k: v for k, v in wopts.items() if v is not None}, write_options(args.dst),
                   args.dst, "writing")
-    if "newline" in write_options(args.dst):
-        wopts["newline"] = newline
     print(result.report.summary())
     print(write(result.samples, args.output, args.dst, **wopts).summary())
     return 0
