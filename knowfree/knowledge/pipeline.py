@@ -158,8 +158,9 @@ def validate_config(raw: dict) -> dict:
     cfg["schema"] = {"rule": "count", **rule}
     llm, syn = cfg["llm"], cfg["synthesis"]
     bad = [k for k in llm["kinds"] if k not in LLM_KINDS]
-    if bad or not llm["kinds"]:
-        raise ConfigError(f"llm.kinds must be a non-empty subset of {LLM_KINDS}, got {llm['kinds']}")
+    # a kind listed twice would be asked and counted twice
+    if bad or not llm["kinds"] or len(set(llm["kinds"])) < len(llm["kinds"]):
+        raise ConfigError(f"llm.kinds must be a non-empty subset of {LLM_KINDS}, each once, got {llm['kinds']}")
     if cfg["knowledge"] in ("llm", "both") or syn["enabled"]:
         from knowfree.knowledge.server import MODELS
         if llm["serve"] is not None and llm["serve"] not in MODELS and not llm["model"]:
@@ -972,7 +973,7 @@ def cli_main(argv: Sequence[str]) -> int:
         p = argparse.ArgumentParser(prog="python -m knowfree augment table",
                                     description="Compare knowledge sources from augment stats.json files.")
         p.add_argument("stats", nargs="+", help="stats.json files of augment runs")
-        p.add_argument("--out", default=str(REPO_ROOT / "results" / "tables" / "knowledge_sources"),
+        p.add_argument("--out", type=path_given, default=str(REPO_ROOT / "results" / "tables" / "knowledge_sources"),
                        help="output path without suffix (.csv and .md are written)")
         args = p.parse_args(argv[1:])
         df = write_knowledge_source_table(args.stats, args.out)
