@@ -652,6 +652,14 @@ case("table-same-stats-twice", ["augment", "table", "{d}/run/stats.json", "{d}/r
 case("predict-long-line", PREDICT + ["--input", "{d}/t.txt", "--output", "{d}/o.jsonl"], 0, ("predicted 1 records",),
      files(t__txt="赵丽去东京" * 300 + "\n"), creates=("{d}/o.jsonl",))
 
+case("train-set-without-key", TRAIN + ["--set", "=3"], 1, ("--set",))
+case("augment-duplicate-kinds", ["augment", "{d}/a.yaml", "--set", "llm.kinds=[entity, entity]"], 1, ("llm.kinds",),
+     augment_config(knowledge="llm", llm={"mode": "replay", "model": "m", "cache": "{d}/c"}))
+case("table-empty-out", ["augment", "table", "{d}/s.json", "--out", ""], 2, ("--out", "empty"),
+     files(s__json="{}"))
+case("convert-newline-crlf-jsonl", CONVERT + ["{w}/noid.jsonl", "{d}/o.jsonl", "--from", "jsonl", "--to", "jsonl",
+                                              "--newline", "crlf"], 1, ("--newline", "writing jsonl"))
+
 # -- the runner ----------------------------------------------------------------------------
 
 
