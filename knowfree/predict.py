@@ -477,7 +477,7 @@ def cli_main(argv: Sequence[str]) -> int:
     else:
         sys.stdout.write(out)
     # every record is one input line (split at LF), so record i is line i + 1
-    _report(len(records), [f"{args.input or '<stdin>'}:{i + 1}" for i in sorted(skipped)],
+    _report(len(records), [f"{args.input or '<stdin>'}:{i + 1}" for i in skipped],
             args.output or "<stdout>")
     return 0
 
