@@ -15,6 +15,10 @@ takes the product of its ``grid`` lists::
         set: {data.k: 1000, train.epochs: 40}
         grid: {model.head: [knowfree, cnn, tagger]}
 
+A string in a group's ``set`` may name one of the group's grid keys in braces, replaced by that
+run's value: ``train.init_from: results/sweeps/s/fusion-seed={train.seed}`` starts each seed from
+the run of the same seed in another group (a warm start that pairs seeds, not their product).
+
 Each run is its own ``python -m knowfree train`` process with its own run folder under
 ``--out`` (named by group and grid values), so runs share nothing but the machine: on one GPU,
 small models train several times faster together than one after another, because each alone
@@ -69,6 +73,26 @@ def _short(key: str, value) -> str:
     return f"{key.rsplit('.', 1)[-1]}={text}"
 
 
+def _fill(mapping, values: dict, group: str):
+    """A group's ``set`` with ``{grid.key}`` in its strings replaced by this run's grid values;
+    a brace naming a dotted key that is not in the group's grid is a ConfigError."""
+    import re
+
+    if not isinstance(mapping, dict):
+        return mapping
+    out = {}
+    for k, v in mapping.items():
+        if isinstance(v, str):
+            for key, value in values.items():
+                v = v.replace("{" + key + "}", str(value))
+            left = re.search(r"\{([A-Za-z_]+\.[A-Za-z_.]+)\}", v)
+            if left:
+                raise ConfigError(f"group {group!r} set {k}: {{{left.group(1)}}} names no key of the "
+                                  f"group's grid (grid keys: {sorted(values)})")
+        out[k] = v
+    return out
+
+
 def plan(sweep: dict) -> list[Run]:
     """The runs a sweep file asks for, in file order; names are unique or ConfigError."""
     known = {"base", "set", "groups"}
@@ -85,7 +109,7 @@ def plan(sweep: dict) -> list[Run]:
             raise ConfigError(f"each group needs a name, got {g!r}")
         if set(g) - {"name", "set", "grid"}:
             raise ConfigError(f"group {g['name']!r}: unknown keys {sorted(set(g) - {'name', 'set', 'grid'})}")
-        fixed = _as_set_items(g.get("set"), f"group {g['name']!r} set")
+        _as_set_items(g.get("set"), f"group {g['name']!r} set")  # a mapping, or ConfigError
         grid = g.get("grid") or {}
         if not isinstance(grid, dict):
             raise ConfigError(f"group {g['name']!r}: grid must map keys to non-empty lists")
@@ -96,7 +120,8 @@ def plan(sweep: dict) -> list[Run]:
         keys = list(grid)
         for values in itertools.product(*(grid[k] for k in keys)):
             name = "-".join([g["name"], *(_short(k, v) for k, v in zip(keys, values))])
-            items = common + fixed + [f"{k}={json.dumps(v)}" for k, v in zip(keys, values)]
+            own = _as_set_items(_fill(g.get("set"), dict(zip(keys, values)), g["name"]), f"group {g['name']!r} set")
+            items = common + own + [f"{k}={json.dumps(v)}" for k, v in zip(keys, values)]
             runs.append(Run(name, g["name"], items))
     if not runs:
         raise ConfigError("the sweep has no runs (no groups)")

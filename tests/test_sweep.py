@@ -35,6 +35,17 @@ def test_plan_is_the_product_of_each_group_grid_with_later_sets_winning():
             plan(bad)
 
 
+def test_a_group_set_can_pair_each_run_with_the_same_seed_of_another_group():
+    runs = plan({"base": "b", "groups": [
+        {"name": "warm", "set": {"train.init_from": "out/fusion-seed={train.seed}", "train.epochs": 2},
+         "grid": {"train.seed": [0, 2]}}]})
+    assert [r.overrides[0] for r in runs] == ['train.init_from="out/fusion-seed=0"',
+                                              'train.init_from="out/fusion-seed=2"']
+    with pytest.raises(ConfigError, match=r"\{model.head\} names no key"):
+        plan({"base": "b", "groups": [{"name": "w", "set": {"train.init_from": "x-{model.head}"},
+                                       "grid": {"train.seed": [0]}}]})
+
+
 def test_sweep_runs_equal_plain_training_and_are_not_repeated(toy, tmp_path):  # noqa: F811
     config = toy_config(toy, epochs=2)
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
