@@ -319,6 +319,9 @@ class Predictor:
         self.lang = lang
         self.device = torch.device(device)
         self.precision = precision_mod.resolve(precision, self.device)
+        slow = precision_mod.slow_bf16(self.precision, self.device, "the predictor's precision")
+        if slow:  # a run trained in bf16 predicts in bf16 unless told otherwise
+            print(f"warning: {slow}; pass precision='fp32' (CLI: --precision fp32)", file=sys.stderr)
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str | torch.device = "cpu",

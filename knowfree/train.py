@@ -657,6 +657,9 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
     commit = git_commit()
     device = precision_mod.device(t["device"], "train.device")
     precision = precision_mod.resolve(t["precision"], device)
+    slow = precision_mod.slow_bf16(precision, device, "train.precision")
+    if slow:
+        print(f"warning: {slow}", file=sys.stderr)
 
     splits, data_info, subset = load_data(config["data"])
     _check_same_run(run, chash, data_info)
