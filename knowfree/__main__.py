@@ -10,6 +10,7 @@ COMMANDS = {
     "train": ("knowfree.train", "train a model from a YAML config"),
     "sweep": ("knowfree.sweep", "run many trainings of one config in parallel (seeds, heads, K)"),
     "predict": ("knowfree.predict", "predict spans for raw text with a trained run"),
+    "export": ("knowfree.export", "export a trained run as a standalone folder (hf or onnx)"),
     "augment": ("knowfree.knowledge.pipeline", "build fusion / syn_fusion sets with LLM or tagger knowledge"),
     "llm": ("knowfree.knowledge.server", "assemble the offline GGUF model and run a local llama.cpp server"),
     "encoder": ("knowfree.encoder", "build and verify the offline encoders"),

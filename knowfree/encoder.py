@@ -52,6 +52,9 @@ from torch import nn
 from knowfree.data.sample import Sample
 from knowfree.errors import ConfigError, InputError, shown
 from knowfree.m3e import M3E_ALIAS, M3E_LICENCE, build_m3e_offline
+# how text becomes pieces and pieces map back to tokens: shared with every exported model, so
+# that training and export read text the same way
+from knowfree.portable import MAX_POSITION_IN_PIECE, Alignment, align_pieces, join_tokens
 from knowfree.provenance import atomic_write_json, cache_root, install_folder, sha256_file
 
 E5_ALIAS = "e5-small-offline"
@@ -63,9 +66,6 @@ GGUF_PREFIX = "gguf:"
 E5_FORMAT_VERSION = 1
 E5_META_FILE = "knowfree_encoder.json"
 
-# Characters of one piece beyond this index share the last position embedding; XLM-R
-# pieces on Chinese rarely cover more than 4 characters.
-MAX_POSITION_IN_PIECE = 8
 
 # Unless asked otherwise, no backbone reads more pieces than this at once: the
 # trainer and predictor window longer sentences (``TokenEncoder.windows``).
@@ -511,71 +511,6 @@ def _separator(lang: str) -> str:
     return Sample([], lang=lang).sep
 
 
-def _join(tokens: Sequence[str], sep: str) -> tuple[str, list[tuple[int, int]]]:
-    """Text of the tokens and each token's [start, end) character range in it."""
-    ranges, pos = [], 0
-    for i, tok in enumerate(tokens):
-        if i:
-            pos += len(sep)
-        ranges.append((pos, pos + len(tok)))
-        pos += len(tok)
-    return sep.join(tokens), ranges
-
-
-@dataclass
-class _Alignment:
-    """How one sentence's tokens sit on its pieces (piece indices include specials)."""
-    n_pieces: int
-    pieces: list[list[int]]  # per token: the pieces covering any of its characters
-    position: list[int]      # per token: index of its first character inside its piece
-
-
-# Text of a piece that stands for a space only: SentencePiece's "▁", byte-level "Ġ".
-_SPACE_MARKS = "▁Ġ \t\n"
-
-
-def _align(offsets: Sequence[tuple[int, int]], special: Sequence[int], piece_texts: Sequence[str],
-           ranges: Sequence[tuple[int, int]]) -> _Alignment:
-    text_len = max((e for _, e in ranges), default=0)
-    covering: list[list[int]] = [[] for _ in range(text_len)]
-    marks: set[int] = set()
-    for p, ((s, e), is_special, piece) in enumerate(zip(offsets, special, piece_texts)):
-        if is_special:
-            continue
-        if not piece.strip(_SPACE_MARKS):
-            marks.add(p)
-        for c in range(s, min(e, text_len)):
-            covering[c].append(p)
-    for c, ps in enumerate(covering):
-        # A lone "▁" that the tokenizer prepends to the text is aligned to its first
-        # character although it holds none of it; keep it only where nothing else is.
-        if len(ps) > 1 and any(p in marks for p in ps):
-            covering[c] = [p for p in ps if p not in marks] or ps
-    pieces, position = [], []
-    prev_piece, prev_pos = None, -1
-    for a, b in ranges:
-        seen: list[int] = []
-        first_pos = None
-        for c in range(a, b):
-            if not covering[c]:
-                continue
-            # A character split over two pieces (byte-level BPE) counts as part of the
-            # later one, which also holds the characters after it. Positions count
-            # characters of tokens only, so separators covered by a piece such as
-            # "▁word" do not shift them.
-            head = covering[c][-1]
-            prev_pos = prev_pos + 1 if head == prev_piece else 0
-            prev_piece = head
-            if first_pos is None:
-                first_pos = prev_pos
-            for p in covering[c]:
-                if p not in seen:
-                    seen.append(p)
-        pieces.append(seen)
-        position.append(first_pos or 0)
-    return _Alignment(len(offsets), pieces, position)
-
-
 class TokenEncoder(nn.Module):
     """One vector per token from any backbone (see the module docstring).
 
@@ -752,10 +687,10 @@ class TokenEncoder(nn.Module):
     # ---- pieces
 
     def _align_batch(self, token_lists: Sequence[Sequence[str]], langs: Sequence[str]
-                     ) -> tuple[list[list[int]], list[_Alignment]]:
+                     ) -> tuple[list[list[int]], list[Alignment]]:
         texts, ranges = [], []
         for tokens, lang in zip(token_lists, langs):
-            text, r = _join(tokens, _separator(lang))
+            text, r = join_tokens(tokens, _separator(lang))
             texts.append(text)
             ranges.append(r)
         enc = self.tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True,
@@ -765,7 +700,7 @@ class TokenEncoder(nn.Module):
         for i, (text, seq) in enumerate(zip(texts, ids)):
             if len(seq) == self.n_special and any(ch.isprintable() and not ch.isspace() for ch in text):
                 raise NoPieceError(self.name, i, text)
-        alignments = [_align(off, spec, self.tokenizer.convert_ids_to_tokens(seq), r) for
+        alignments = [align_pieces(off, spec, self.tokenizer.convert_ids_to_tokens(seq), r) for
                       seq, off, spec, r in
                       zip(ids, enc["offset_mapping"], enc["special_tokens_mask"], ranges)]
         return ids, alignments

@@ -32,6 +32,7 @@ from torch import nn
 from knowfree.data.sample import Sample, is_extension
 from knowfree.data.schema import LabelSchema
 from knowfree.errors import ConfigError
+from knowfree.portable import greedy_spans
 
 HEADS = ("knowfree", "cnn", "tagger")
 
@@ -542,19 +543,11 @@ class SpanModel(NerModel):
         span already taken."""
         prob, label = logits[:, :self.schema.n_targets].float().sigmoid().max(1)
         keep = (prob > self.config.threshold).nonzero().squeeze(1)
-        found: list[list] = [[] for _ in range(len(batch["lengths"]))]
-        candidates = zip(batch["cells"][keep].tolist(), label[keep].tolist(), prob[keep].tolist())
-        for (b, i, j), c, p in sorted(candidates, key=lambda x: -x[2]):
-            if not any(self._conflict(i, j + 1, s, e) for s, e, _, _ in found[b]):
-                found[b].append((i, j + 1, self.channel_names[c], p))
-        return [sorted(spans) for spans in found]
-
-    def _conflict(self, s1: int, e1: int, s2: int, e2: int) -> bool:
-        overlap = s1 < e2 and s2 < e1
-        if self.config.flat:
-            return overlap
-        nested = (s1 <= s2 and e2 <= e1) or (s2 <= s1 and e1 <= e2)
-        return overlap and not nested
+        candidates: list[list] = [[] for _ in range(len(batch["lengths"]))]
+        for (b, i, j), c, p in zip(batch["cells"][keep].tolist(), label[keep].tolist(), prob[keep].tolist()):
+            candidates[b].append((i, j + 1, self.channel_names[c], p))
+        # the rule every exported model applies too (knowfree/portable.py)
+        return [greedy_spans(c, self.config.flat) for c in candidates]
 
 
 # --- token-classification baseline ------------------------------------------------------------

@@ -13,7 +13,6 @@ import argparse
 import hashlib
 import json
 import math
-import re
 import sys
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -26,14 +25,14 @@ from knowfree.data import formats
 from knowfree.data.sample import LANGS, Sample, Span
 from knowfree.data.schema import LabelSchema
 from knowfree.encoder import NoPieceError, TokenEncoder
+from knowfree import portable
+from knowfree.portable import CHAR_LANGS  # languages written without spaces: one token per character
 from knowfree import precision as precision_mod
 from knowfree.errors import InputError, int_at_least, path_given, spelled
 from knowfree.model import ModelConfig, build_model, move_batch
 from knowfree.provenance import (atomic_write_text, decode_utf8, guard_outputs, read_json_file,
                                  read_utf8)
 
-# Languages written without spaces between words: one token per non-space character.
-CHAR_LANGS = ("zh", "ja")
 
 Decoded = tuple[int, int, str, float]  # start, end (exclusive, tokens), label, probability
 
@@ -49,9 +48,7 @@ def split_text(text: str, lang: str) -> tuple[list[str], list[tuple[int, int]]]:
     """Tokens of a raw string and their [start, end) character offsets in it."""
     if lang == "ko":
         return korean_morphemes(text)
-    pattern = r"\S" if lang in CHAR_LANGS else r"\S+"
-    matches = list(re.finditer(pattern, text))
-    return [m.group() for m in matches], [m.span() for m in matches]
+    return portable.split_text(text, lang)
 
 
 _KIWI = None

@@ -135,7 +135,7 @@ def test_position_in_piece_separates_chars_of_one_piece(e5):
 
 def test_byte_level_split_characters():
     # one character split over two pieces, the second piece also holding the next one
-    al = E._align([(0, 0), (0, 1), (0, 2), (2, 3), (0, 0)], [1, 0, 0, 0, 1],
+    al = E.align_pieces([(0, 0), (0, 1), (0, 2), (2, 3), (0, 0)], [1, 0, 0, 0, 1],
                   ["<s>", "æĹ", "¥æľ¬", "人", "</s>"], [(0, 1), (1, 2), (2, 3)])
     assert al.pieces == [[1, 2], [2], [3]]
     assert al.position == [0, 1, 0]
@@ -270,7 +270,7 @@ def test_qwen_gguf_tokenizer_alignment_and_round_trip(tmp_path):
     assert ours["offset_mapping"] == theirs["offset_mapping"]
     split_chars = 0
     for i, text in enumerate(texts):
-        al = E._align(ours["offset_mapping"][i], ours["special_tokens_mask"][i],
+        al = E.align_pieces(ours["offset_mapping"][i], ours["special_tokens_mask"][i],
                       gguf_tok.convert_ids_to_tokens(ours["input_ids"][i]),
                       [(c, c + 1) for c in range(len(text))])
         assert all(al.pieces), text
