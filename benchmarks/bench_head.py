@@ -29,7 +29,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -45,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from knowfree.model import ModelConfig, SpanHead, span_cells  # noqa: E402
+from knowfree.provenance import machine as provenance_machine  # noqa: E402
 
 BATCH, HIDDEN, LABELS = 4, 384, 30
 
@@ -137,14 +137,9 @@ def run_child(impl: str, length: int, mode: str, args) -> dict:
 
 
 def machine() -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-    return (f"{model}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, torch {torch.__version__}, "
-            f"Python {platform.python_version()}")
+    m = provenance_machine()
+    return (f"{m['cpu']}, {m['cores']} cores, {m['mem_gib']:.0f} GiB RAM, torch {m['torch']} "
+            f"({m['cpu_capability']}, bf16 hardware: {m['bf16_hardware']}), Python {m['python']}")
 
 
 def main(argv=None) -> int:

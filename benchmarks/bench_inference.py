@@ -52,7 +52,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -80,7 +79,7 @@ from knowfree.data.schema import LabelSchema  # noqa: E402
 from knowfree import encoder as encoder_mod  # noqa: E402
 from knowfree.model import ModelConfig, build_model  # noqa: E402
 from knowfree.precision import autocast  # noqa: E402
-from knowfree.provenance import git_commit  # noqa: E402
+from knowfree.provenance import git_commit, machine  # noqa: E402
 
 STAGES = ("collate", "encoder", "head", "decode")
 
@@ -261,18 +260,6 @@ def op_group(name: str) -> str:
 
 
 # --- report ------------------------------------------------------------------------------------
-
-def machine() -> dict:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next(l.split(":", 1)[1].strip() for l in lscpu.splitlines()
-                     if l.startswith("Model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-    return {"cpu": model, "cores": os.cpu_count(), "mem_gib": mem, "torch": torch.__version__,
-            "python": platform.python_version()}
-
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

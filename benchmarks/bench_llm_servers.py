@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import queue
-import subprocess
 import sys
 import threading
 import time
@@ -34,18 +32,7 @@ import openai  # noqa: E402
 
 from knowfree.knowledge.cache import ResponseCache  # noqa: E402
 from knowfree.knowledge.server import MODELS, LlamaServer, assemble_gguf, split_cores  # noqa: E402
-from knowfree.provenance import atomic_write_text, git_commit  # noqa: E402
-
-
-def machine() -> dict:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next(l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name"))
-    except (OSError, StopIteration):
-        model = platform.processor() or "unknown CPU"
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
-    return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "mem_gib": round(mem, 1),
-            "python": platform.python_version()}
+from knowfree.provenance import atomic_write_text, git_commit, machine  # noqa: E402
 
 
 def parse_layout(text: str) -> tuple[int, int]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -28,7 +27,7 @@ import torch
 
 from knowfree import portable
 from knowfree.errors import ConfigError, InputError, path_given
-from knowfree.provenance import git_commit, guard_outputs, hash_json, sha256_file
+from knowfree.provenance import git_commit, guard_outputs, sha256_file
 
 FORMATS = ("hf", "onnx")
 # largest |difference| of a target probability between the exported folder and the run, fp32
@@ -118,7 +117,6 @@ Exported by `python -m knowfree export` (knowfree commit {info['exported_by']}) 
 ## Use
 
 ```python
-import sys
 sys.path.insert(0, "path/to/this/folder")
 import knowfree_model
 

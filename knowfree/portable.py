@@ -401,13 +401,18 @@ def load_torch(folder: str | Path, device: str = "cpu"):
     return net.to(device).eval(), card
 
 
-def load(folder: str | Path, device: str = "cpu") -> Exported:
-    """An exported folder, run by onnxruntime if it holds model.onnx, else by torch."""
+def load(folder: str | Path, device: str = "cpu", threads: int | None = None) -> Exported:
+    """An exported folder, run by onnxruntime if it holds model.onnx, else by torch.
+    ``threads``: onnxruntime's intra-op threads (None: its default, every core); torch takes
+    its own setting (torch.set_num_threads)."""
     folder = Path(folder)
     if (folder / "model.onnx").is_file():
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
         session = ort.InferenceSession(str(folder / "model.onnx"), options,
                                        providers=["CPUExecutionProvider"])
         return Exported(folder, lambda inputs: session.run(["probs"], {k: inputs[k] for k in INPUTS})[0])

@@ -239,3 +239,30 @@ def git_commit(short: bool = False) -> str:
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def machine() -> dict:
+    """What a benchmark or result ran on: CPU model, usable cores, memory, Python and torch,
+    torch's CPU kernel level and whether the CPU has bf16 hardware (bf16 is tens of times
+    slower than fp32 without it, so every speed figure must say)."""
+    import os
+    import platform
+    import subprocess
+
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        model = next(l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or "unknown CPU"
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 ** 30
+    info = {"cpu": model, "cores": len(os.sched_getaffinity(0)), "mem_gib": round(mem, 1),
+            "python": platform.python_version()}
+    try:
+        import torch
+
+        from knowfree.precision import cpu_has_bf16
+        info.update(torch=torch.__version__, cpu_capability=torch.backends.cpu.get_cpu_capability(),
+                    bf16_hardware=cpu_has_bf16())
+    except ImportError:
+        pass
+    return info
