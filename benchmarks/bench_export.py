@@ -106,12 +106,12 @@ def main(argv=None) -> int:
     head = [
         "# Prediction throughput of the exported model (Weibo test)", "",
         f"Produced by `python benchmarks/bench_export.py` at {commit}. Machine: {m['cpu']}, "
-        f"{m['cores']} cores, {m['mem_gib']:.0f} GiB, torch {m['torch']} ({m['cpu_capability']}, bf16 "
+        f"{m["cores"]} usable core(s), {m["mem_gib"]:.0f} GiB, torch {m['torch']} ({m['cpu_capability']}, bf16 "
         f"hardware: {m['bf16_hardware']}), onnxruntime {onnxruntime.__version__}, one thread per path. "
         f"Run: {'a short m3e-small run trained by the benchmark' if args.run is None else args.run.as_posix()}; "
         f"{len(texts)} sentences, batches of {args.batch_size}, fp32, median of {args.passes} passes "
         f"after a warm-up. Same spans on all three paths: {same}.", "",
-        "Ratios: the predictor's time over the path's (above 1: faster than the predictor).", "",
+        "Ratios: the predictor's time over the path's (above 1: faster than the predictor).", "", ""
     ]
     atomic_write_text(args.out.with_suffix(".md"), "\n".join(head) + to_markdown(df))
     print(f"wrote {args.out.with_suffix('.md')}; same spans: {same}")
