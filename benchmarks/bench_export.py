@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     head = [
         "# Prediction throughput of the exported model (Weibo test)", "",
         f"Produced by `python benchmarks/bench_export.py` at {commit}. Machine: {m['cpu']}, "
-        f"{m["cores"]} usable core(s), {m["mem_gib"]:.0f} GiB, torch {m['torch']} ({m['cpu_capability']}, bf16 "
+        f"{m['cores']} usable core(s), {m['mem_gib']:.0f} GiB, torch {m['torch']} ({m['cpu_capability']}, bf16 "
         f"hardware: {m['bf16_hardware']}), onnxruntime {onnxruntime.__version__}, one thread per path. "
         f"Run: {'a short m3e-small run trained by the benchmark' if args.run is None else args.run.as_posix()}; "
         f"{len(texts)} sentences, batches of {args.batch_size}, fp32, median of {args.passes} passes "
