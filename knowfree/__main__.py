@@ -6,6 +6,7 @@ from knowfree.errors import KnowfreeError
 
 COMMANDS = {
     "data": ("knowfree.data.cli", "dataset statistics and format conversion"),
+    "init": ("knowfree.data.project", "your own labelled data as a local dataset, with train/augment/params files"),
     "eval": ("knowfree.metrics", "span-level P/R/F1 of a prediction file against gold"),
     "train": ("knowfree.train", "train a model from a YAML config"),
     "sweep": ("knowfree.sweep", "run many trainings of one config in parallel (seeds, heads, K)"),

@@ -31,6 +31,13 @@ is accepted unverified and its hash is recorded in the provenance (``Dataset.pro
 branch, which can change, and its licence was not checked. Their sentence counts are the
 published ones; a different count is reported in ``Dataset.warnings``.
 
+Local datasets: a name that is not in the registry is looked up as a folder
+``<root>/<name>/`` holding ``dataset.json`` (written by ``python -m knowfree init``, which also
+writes the splits as JSONL beside it), in each root of ``$KNOWFREE_LOCAL_DATA`` (folders separated
+by ``os.pathsep``) and then in ``data/local/`` of the repository (ignored by git). The manifest
+pins every file's sha256: a file changed after ``init`` is an error, not a silent new dataset.
+So a user's own data goes by name through every config, notebook and sweep, like a registered one.
+
 Sample ids are ``<dataset>-<split>-<index>``; for carved splits ``meta["source_index"]`` is the
 sentence's index in the file it came from.
 """
@@ -74,6 +81,7 @@ class DatasetEntry:
     read_opts: dict[str, Any] = field(default_factory=dict)
     package: str | None = None  # import name of a Python package that ships the files
     notes: str = ""
+    folder: str | None = None  # a local dataset's folder (its files are there, nowhere else)
 
 
 _GOLDEN_HORSE = "7a73c08e45ed94312af4ef2d97cc35a47d029e99"
@@ -188,10 +196,53 @@ class Dataset:
                 "content_hash": {k: hash_samples(v) for k, v in self.splits.items()}}
 
 
+LOCAL_ENV = "KNOWFREE_LOCAL_DATA"
+MANIFEST = "dataset.json"
+MANIFEST_FORMAT = 1
+
+
+def local_roots() -> list[Path]:
+    """Where local datasets are looked for, in order: $KNOWFREE_LOCAL_DATA, then data/local/."""
+    from knowfree.provenance import REPO_ROOT
+
+    env = [Path(p) for p in os.environ.get(LOCAL_ENV, "").split(os.pathsep) if p]
+    return [*env, REPO_ROOT / "data" / "local"]
+
+
+def local_entry(name: str) -> DatasetEntry | None:
+    """The entry of the local dataset ``name`` (first root that has it), or None."""
+    import json
+
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        return None
+    for root in local_roots():
+        manifest = root / name / MANIFEST
+        if not manifest.is_file():
+            continue
+        try:
+            m = json.loads(manifest.read_text(encoding="utf-8"))
+            if m.get("format") != MANIFEST_FORMAT or m.get("name") != name:
+                raise ValueError(f"format {m.get('format')!r}, name {m.get('name')!r}")
+            return DatasetEntry(
+                name, m["description"], m["lang"], "local", m["sha256"][m["files"]["train"]][:12],
+                dict(m["files"]), dict(m["sha256"]), m["licence"], "jsonl", tuple(m["labels"]),
+                dict(m["counts"]), notes=m["split_rule"], folder=str(manifest.parent))
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(f"not a dataset manifest of format {MANIFEST_FORMAT} for {name!r}: {e}",
+                             str(manifest), "write it again with `python -m knowfree init`") from None
+    return None
+
+
 def get_entry(name: str) -> DatasetEntry:
-    if name not in REGISTRY:
-        raise InputError(f"unknown dataset {name!r}", fix=f"use one of {', '.join(REGISTRY)}")
-    return REGISTRY[name]
+    if name in REGISTRY:
+        return REGISTRY[name]
+    local = local_entry(name)
+    if local is None:
+        roots = ", ".join(str(r) for r in local_roots())
+        raise InputError(f"unknown dataset {name!r}",
+                         fix=f"use one of {', '.join(REGISTRY)}, or a local dataset written by "
+                             f"`python -m knowfree init` (looked for {name}/{MANIFEST} in: {roots})")
+    return local
 
 
 def load_dataset(name: str, download: bool = True) -> dict[str, list[Sample]]:
@@ -266,6 +317,17 @@ def upstream_url(entry: DatasetEntry, upstream_path: str) -> str:
 def resolve_file(entry: DatasetEntry, upstream_path: str, download: bool = True) -> ResolvedFile:
     """Find one file: cache, then mirror, then upstream (or the package); see module doc."""
     want = entry.sha256.get(upstream_path)
+    if entry.folder is not None:  # a local dataset: its own folder, nothing else
+        path = Path(entry.folder) / upstream_path
+        if not path.is_file():
+            raise DataNotFound(f"local dataset {entry.name!r}: {path} is missing (fix: write the "
+                               "dataset again with `python -m knowfree init`)")
+        got = sha256_file(path)
+        if got != want:
+            raise ChecksumError(f"sha256 {got} differs from the {want} that dataset.json pins: the "
+                                "file changed after `knowfree init` wrote it", str(path),
+                                "restore it, or write the dataset again with `python -m knowfree init`")
+        return ResolvedFile(upstream_path, path, "local", got, True)
     name = Path(upstream_path).name
     searched: list[str] = []
 
