@@ -114,6 +114,17 @@ KEYS: dict[str, Key] = {
     "train_set": Key("str", "what notebook 03 trains on", choices=TRAIN_SETS),
     "variants": Key("list[str]", "ablation rows to run", choices=VARIANTS),
     "n_show": Key("int", "sentences rendered in browsers and error lists", minimum=0),
+    # notebook 06: your own data
+    "data_path": Key("str", "your labelled data: a file or a folder of train/dev/test files "
+                            "(knowfree.data.project); '' writes a small synthetic sample to try"),
+    "data_format": Key("str", "auto (by extension) or a format of knowfree.data.formats",
+                       choices=("auto", "jsonl", "conll", "bio", "bioes", "bmes", "weibo", "msra",
+                                "stockmark", "kmou")),
+    "dataset_name": Key("str", "the name your data goes by in configs (lower case, digits, - and _)"),
+    "labels": Key("str", "comma-separated labels to keep; '' keeps every label of train"),
+    "lang": Key("str", "language of the data; '' guesses it from the script",
+                choices=("", "zh", "ja", "ko", "en")),
+    "export_format": Key("str", "export the trained run: hf, onnx, or none", choices=("hf", "onnx", "none")),
 }
 
 _WHERE = ("run_name", "results_dir")
@@ -130,6 +141,8 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "03_training": _WHERE + _DATA + _KNOW + ("syn_init",) + _TRAIN + ("seed", "head", "train_set", "n_show"),
     "04_ablations": _WHERE + ("dataset",) + _GRID + _KNOW + ("syn_init",) + _TRAIN,
     "05_cross_lingual": _WHERE + ("datasets",) + _GRID + _KNOW + ("syn_init",) + _TRAIN,
+    "06_your_data": _WHERE + ("data_path", "data_format", "dataset_name", "labels", "lang", "k",
+                              "sample_seed") + _KNOW + _TRAIN + ("seed", "n_show", "export_format"),
 }
 TOP_LEVEL = ("run_name", "shared", "notebooks")
 

@@ -30,6 +30,7 @@ The input is only read, never written.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import re
 import statistics
@@ -64,6 +65,28 @@ class InitResult:
     repairs: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
     readers: dict = field(default_factory=dict)
+
+
+def write_sample(path: str | Path, n: int = 80, seed: int = 0) -> Path:
+    """A small synthetic Chinese product-title set in BIO CoNLL (labels BRAND, PRODUCT), for the
+    smoke run of notebook 06 and for trying the workflow: made-up titles, not real data."""
+    r = random.Random(seed)
+    brands = ["华为", "小米", "联想", "海尔", "格力", "美的", "李宁", "安踏"]
+    products = ["手机", "笔记本电脑", "蓝牙耳机", "空调", "冰箱", "跑步鞋", "平板电脑", "电饭煲"]
+    words = ["新款", "正品", "官方", "旗舰店", "包邮", "白色", "黑色", "大容量", "静音", "轻薄", "促销"]
+    lines = []
+    for _ in range(n):
+        parts = [("O", r.choice(words))] if r.random() < 0.7 else []
+        parts += [("BRAND", r.choice(brands)), ("O", r.choice(words)), ("PRODUCT", r.choice(products))]
+        parts += [("O", r.choice(words)) for _ in range(r.randint(0, 2))]
+        for label, word in parts:
+            for i, ch in enumerate(word):
+                lines.append(f"{ch} {'O' if label == 'O' else ('B-' if i == 0 else 'I-') + label}")
+        lines.append("")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
 
 
 def detect_format(path: Path) -> str:
@@ -165,8 +188,10 @@ def init_project(data: str | Path, name: str, out: str | Path | None = None, fmt
                  split: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 42, k: int | None = None,
                  knowledge: str = "none", llm_url: str | None = None, llm_model: str | None = None,
                  llm_key_env: str = "OPENAI_API_KEY", nested: bool | None = None,
-                 licence: str = "not stated") -> InitResult:
-    """Read, check and write a local dataset and its configs; see the module docstring."""
+                 licence: str = "not stated", reuse: bool = False) -> InitResult:
+    """Read, check and write a local dataset and its configs; see the module docstring.
+    ``reuse``: a folder that init already wrote from the same input files with the same options
+    is returned as it is (a notebook run again); any difference is an error, never a rewrite."""
     if not NAME_RE.fullmatch(name or ""):
         raise ConfigError(f"--name {name!r}: use lower-case letters, digits, '-' and '_' (at most 64), "
                           "e.g. --name clinical-notes")
@@ -185,6 +210,12 @@ def init_project(data: str | Path, name: str, out: str | Path | None = None, fmt
     data = Path(data)
     out = Path(out) if out is not None else REPO_ROOT / "data" / "local" / name
     files = find_files(data)
+    options = {"name": name, "format": fmt, "labels": list(labels) if labels else None, "lang": lang,
+               "split": list(split), "seed": seed, "k": k, "knowledge": knowledge, "llm_url": llm_url,
+               "llm_model": llm_model, "llm_key_env": llm_key_env, "nested": nested, "licence": licence,
+               "inputs": {key: sha256_file(f) for key, f in files.items()}}
+    if reuse and (out / MANIFEST).is_file():
+        return _reused(out, options)
     # a new or empty folder: so no input (which would be inside it) can be overwritten
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError("exists and is not empty; init never replaces files", f"--out {out}",
@@ -258,8 +289,25 @@ def init_project(data: str | Path, name: str, out: str | Path | None = None, fmt
     if leak:
         result.notes.append(f"{leak} test sentences also occur in train (their scores flatter the model)")
     result.splits = parts
-    _write(result, data, files, name, k, knowledge, llm_url, llm_model, llm_key_env, licence, seed)
+    _write(result, data, name, k, knowledge, llm_url, llm_model, llm_key_env, licence, seed, options)
     return result
+
+
+def _reused(out: Path, options: dict) -> InitResult:
+    manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    if manifest.get("options") != options:
+        changed = sorted(k for k in set(options) | set(manifest.get("options") or {})
+                         if options.get(k) != (manifest.get("options") or {}).get(k))
+        raise InputError(f"was written by init from other input or options (differing: {', '.join(changed)})",
+                         f"--out {out}", "remove the folder to write it again, or name another one")
+    splits = {}
+    for split_name in SPLITS:
+        path = out / manifest["files"][split_name]
+        if sha256_file(path) != manifest["sha256"][manifest["files"][split_name]]:
+            raise InputError("changed after init wrote it", str(path), "remove the folder and run init again")
+        splits[split_name] = list(formats.read(path, "jsonl", lang=manifest["lang"]).samples)
+    return InitResult(out, splits, manifest["labels"], manifest["lang"], manifest["nested"],
+                      Counter(manifest["repairs"]), manifest["notes"], manifest["source"])
 
 
 def _span_width(result: InitResult) -> int | None:
@@ -269,8 +317,8 @@ def _span_width(result: InitResult) -> int | None:
     return None if longest > 64 else 8 * -(-longest // 8)
 
 
-def _write(result: InitResult, data: Path, files: dict, name: str, k, knowledge, llm_url, llm_model,
-           llm_key_env, licence, seed) -> None:
+def _write(result: InitResult, data: Path, name: str, k, knowledge, llm_url, llm_model,
+           llm_key_env, licence, seed, options: dict) -> None:
     out = result.out
     tmp = out.with_name(f".{out.name}.partial")
     import shutil
@@ -289,7 +337,7 @@ def _write(result: InitResult, data: Path, files: dict, name: str, k, knowledge,
             "split_rule": "; ".join(n for n in result.notes if "split" in n or "dev is" in n or "test is" in n)
                           or "the splits of the input files",
             "nested": result.nested, "repairs": dict(result.repairs), "notes": result.notes,
-            "source": result.readers,
+            "source": result.readers, "options": options,
         }
         atomic_write_json(tmp / MANIFEST, manifest)
         train_cfg = {
@@ -303,15 +351,18 @@ def _write(result: InitResult, data: Path, files: dict, name: str, k, knowledge,
         }
         import yaml
         dump = lambda obj: yaml.safe_dump(obj, allow_unicode=True, sort_keys=False)  # noqa: E731
-        atomic_write_text(tmp / "train.yaml", f"# python -m knowfree train {out.as_posix()}/train.yaml\n"
-                                              f"# written by `python -m knowfree init`; edit freely\n" + dump(train_cfg))
-        augment = {"dataset": name, "k": k, "sample_seed": seed,
-                   "knowledge": "taggers" if knowledge == "none" else knowledge,
-                   "output": f"results/runs/augment/{name}-{knowledge if knowledge != 'none' else 'taggers'}"}
+        source = "taggers" if knowledge == "none" else knowledge
+        augmented = f"results/runs/augment/{name}-{source}"
+        shown = _shown(out)
+        atomic_write_text(tmp / "train.yaml", f"# python -m knowfree train {shown}/train.yaml\n"
+                          "# written by `python -m knowfree init`; edit freely. On the knowledge of\n"
+                          f"# augment.yaml: --set data.train_file={augmented}/fusion.jsonl --set data.k=null\n"
+                          + dump(train_cfg))
+        augment = {"dataset": name, "k": k, "sample_seed": seed, "knowledge": source, "output": augmented}
         if knowledge == "llm":
             augment["llm"] = {"base_url": llm_url, "model": llm_model, "api_key_env": llm_key_env,
                               "mode": "live", "cache": f"data/cache/llm/{name}-k{k or 'all'}-s{seed}"}
-        atomic_write_text(tmp / "augment.yaml", f"# python -m knowfree augment {out.as_posix()}/augment.yaml\n"
+        atomic_write_text(tmp / "augment.yaml", f"# python -m knowfree augment {shown}/augment.yaml\n"
                                                 "# knowledge for the training set (taggers: offline; llm: "
                                                 "your endpoint, answers cached and replayable)\n" + dump(augment))
         shared = {"dataset": name, "k": k or len(result.splits["train"]), "sample_seed": seed,
@@ -327,7 +378,7 @@ def _write(result: InitResult, data: Path, files: dict, name: str, k, knowledge,
         if knowledge != "none":
             params["notebooks"]["02_llm_augmentation"] = {}
             params["notebooks"] = dict(sorted(params["notebooks"].items()))
-        atomic_write_text(tmp / "params.yaml", f"# make reproduce PARAMS={out.as_posix()}/params.yaml\n"
+        atomic_write_text(tmp / "params.yaml", f"# make reproduce PARAMS={shown}/params.yaml\n"
                                                "# notebooks 01-03 on this dataset; results in results/runs/"
                                                f"{name}/\n" + dump(params))
         atomic_write_text(tmp / "report.md", report(result, width))
@@ -337,6 +388,14 @@ def _write(result: InitResult, data: Path, files: dict, name: str, k, knowledge,
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it from here: relative to the working folder when inside it."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
 
 
 def report(result: InitResult, width: int | None) -> str:
@@ -401,12 +460,13 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
                      args.k, args.knowledge, args.llm_url, args.llm_model, args.llm_key_env, args.nested,
                      args.licence)
     counts = ", ".join(f"{s} {len(v)}" for s, v in r.splits.items())
-    print(f"{r.out}: dataset {args.name!r} ({r.lang}, {counts} sentences, labels {', '.join(r.labels)}); "
-          f"see {r.out / 'report.md'}")
+    shown = _shown(r.out)
+    print(f"{shown}: dataset {args.name!r} ({r.lang}, {counts} sentences, labels {', '.join(r.labels)}); "
+          f"see {shown}/report.md")
     default_root = REPO_ROOT / "data" / "local"
     if r.out.resolve().parent != default_root.resolve() and r.out.resolve().parent not in [
             x.resolve() for x in local_roots()]:
         print(f"  commands find it by name with: export {LOCAL_ENV}={r.out.resolve().parent}")
-    print(f"  python -m knowfree train {r.out}/train.yaml\n  python -m knowfree augment {r.out}/augment.yaml\n"
-          f"  make reproduce PARAMS={r.out}/params.yaml")
+    print(f"  python -m knowfree train {shown}/train.yaml\n  python -m knowfree augment {shown}/augment.yaml\n"
+          f"  make reproduce PARAMS={shown}/params.yaml")
     return 0
