@@ -524,6 +524,10 @@ class SpanModel(NerModel):
     def forward(self, batch: dict) -> torch.Tensor:
         return self.head(self._token_vectors(batch), batch["cells"])
 
+    def loss_units(self, batch: dict) -> int:
+        """What ``loss`` divides by: the batch's valid cells."""
+        return len(batch["cells"])
+
     def loss(self, batch: dict, logits: torch.Tensor) -> torch.Tensor:
         """sum over valid cells and labels of label_weight * BCE * sample_weight, divided by
         the number of valid cells in the batch."""
@@ -623,6 +627,10 @@ class TaggerModel(NerModel):
     def _mask(self, batch: dict) -> torch.Tensor:
         steps = torch.arange(batch["tags"].shape[1], device=batch["lengths"].device)
         return steps[None, :] < batch["lengths"][:, None]
+
+    def loss_units(self, batch: dict) -> int:
+        """What ``loss`` divides by: the batch's tokens."""
+        return int(self._mask(batch).sum())
 
     def loss(self, batch: dict, logits: torch.Tensor) -> torch.Tensor:
         """sum over sentences of sample_weight * (token cross-entropies, or the CRF negative

@@ -53,7 +53,9 @@ from knowfree.encoder import provenance as encoder_provenance
 from knowfree.errors import ConfigError, InputError, KnowfreeError, int_at_least, path_given, spelled
 from knowfree.metrics import evaluate
 from knowfree.model import ModelConfig, build_model, move_batch
+from knowfree import distributed
 from knowfree import precision as precision_mod
+from knowfree.distributed import World
 from knowfree.precision import PRECISIONS
 from knowfree.predict import (BATCH_SIZE as PREDICT_BATCH_SIZE, frozen_reference, frozen_tensors, load_weights,
                               predict_spans, split_long)
@@ -592,18 +594,40 @@ def write_epochs_csv(path: Path, history: list[dict]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def train_step(model, batch: dict, optimizer, scheduler, trainable: list, clip: float | None,
-               precision: str, device) -> float:
+SOLO = World()  # one process
+
+
+def train_step(model, batch: dict | None, optimizer, scheduler, trainable: list, clip: float | None,
+               precision: str, device, world: World = SOLO) -> float:
     """One optimizer step on a collated batch; returns the loss (no step if it is not finite).
-    The forward runs in ``precision``, the loss and the update in fp32."""
-    with precision_mod.autocast(precision, device):
-        logits = model(batch)
-    loss = model.loss(batch, logits.float())
-    value = loss.item()
-    if not math.isfinite(value):
-        return value
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    The forward runs in ``precision``, the loss and the update in fp32. In a world of several
+    ranks ``batch`` is this rank's shard (None: empty) and the step is that of the whole batch
+    (knowfree.distributed)."""
+    if world.size == 1:
+        with precision_mod.autocast(precision, device):
+            logits = model(batch)
+        loss = model.loss(batch, logits.float())
+        value = loss.item()
+        if not math.isfinite(value):
+            return value
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+    else:
+        optimizer.zero_grad(set_to_none=True)
+        local, units = None, 0
+        if batch is not None:
+            with precision_mod.autocast(precision, device):
+                logits = model(batch)
+            local, units = model.loss(batch, logits.float()), model.loss_units(batch)
+        total = world.sum([float(units)])[0]
+        if local is not None:
+            local = local * (units / total)  # this shard's part of the whole batch's mean
+        value = world.sum([local.item() if local is not None else 0.0])[0]
+        if not math.isfinite(value):
+            return value
+        if local is not None:
+            local.backward()
+        world.sum_gradients(trainable)
     if clip:
         torch.nn.utils.clip_grad_norm_(trainable, clip)
     optimizer.step()
@@ -656,13 +680,17 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
     # and edits made while a long run goes on must not mark it '+dirty'
     commit = git_commit()
     device = precision_mod.device(t["device"], "train.device")
+    world = distributed.setup(device)  # torchrun / accelerate launch: several ranks
+    device = world.device(device)
     precision = precision_mod.resolve(t["precision"], device)
     slow = precision_mod.slow_bf16(precision, device, "train.precision")
-    if slow:
+    if slow and world.main:
         print(f"warning: {slow}", file=sys.stderr)
 
     splits, data_info, subset = load_data(config["data"])
-    _check_same_run(run, chash, data_info)
+    if world.main:  # it may take over (clean) a folder whose setup failed
+        _check_same_run(run, chash, data_info)
+    world.barrier()
     done = run.read_json("metrics.json")
     if done is not None and done.get("complete"):
         return done
@@ -674,12 +702,13 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
     # before a resumed checkpoint is loaded over it; the same every time, so resume stays exact
     init = init_from_run(model, t["init_from"], config["model"]) if t["init_from"] else None
     # written only now: an unknown encoder or an unfit init_from leaves no folder behind
-    atomic_write_json(run / "config.json", config)
-    schema.save(run / "schema.json")
-    if subset is not None:
-        save_subset(subset, run / "subset.json")
-    save_encoder_files(model.encoder, run)
-    if init is not None:
+    if world.main:
+        atomic_write_json(run / "config.json", config)
+        schema.save(run / "schema.json")
+        if subset is not None:
+            save_subset(subset, run / "subset.json")
+        save_encoder_files(model.encoder, run)
+    if init is not None and world.main:
         print(f"initialised from {init['run_dir']} (epoch {init['epoch']}): labels kept "
               f"{init['labels']['kept']}, new {init['labels']['new']}, dropped {init['labels']['dropped']}"
               + (f" ({', '.join(init['dropped_labels'])})" if init["dropped_labels"] else ""),
@@ -708,14 +737,15 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
             wide = [sp for s in samples or () for sp in s.spans if sp.end - sp.start > width]
             targets = sum(1 for sp in wide if not is_extension(sp.label))
             data_info["too_wide"][split] = {"targets": targets, "extensions": len(wide) - targets}
-            if targets:
+            if targets and world.main:
                 print(f"warning: {targets} {split} target spans are longer than model.max_span_length="
                       f"{width}: they cannot be learnt or found", file=sys.stderr)
     for split, stats in data_info["windows"].items():
-        if stats["spans_lost"]:
+        if stats["spans_lost"] and world.main:
             print(f"warning: {stats['spans_lost']} {split} spans are longer than any encoder "
                   f"window: they cannot be learnt or found", file=sys.stderr)
-    atomic_write_json(run / "data.json", data_info)
+    if world.main:
+        atomic_write_json(run / "data.json", data_info)
     lengths = [len(s) for s in train_samples]
 
     steps_per_epoch = math.ceil(len(train_samples) / t["batch_size"])
@@ -730,6 +760,7 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
     trainable = [p for p in model.parameters() if p.requires_grad]
     frozen_ref = frozen_reference(model)  # computed once: the frozen tensors never change
 
+    world.barrier()  # rank 0 has written the folder's setup files
     state = run.load_last(model)
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -743,7 +774,9 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
     epochs = [] if finished else range(start_epoch, t["epochs"] + 1)
     pending_best = None  # (tensors, metadata) of a selected epoch not yet written
     bar = None
-    if progress and epochs:
+    if world.rank:  # dropout masks of their own; rank 0 keeps the one-process stream
+        torch.manual_seed(t["seed"] + 7919 * world.rank)
+    if progress and epochs and world.main:
         bar = tqdm(total=t["epochs"], initial=start_epoch - 1, desc=f"train {run.path.name}", unit="epoch")
     for epoch in epochs:
         t0 = time.time()
@@ -754,8 +787,10 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
         if bar is not None:
             steps = tqdm(batches, desc=f"epoch {epoch}", leave=False, unit="batch")
         for idx in steps:
-            batch = move_batch(model.collate([train_samples[i] for i in idx]), device)
-            loss = train_step(model, batch, optimizer, scheduler, trainable, t["clip"], precision, device)
+            mine = world.shard(idx)
+            batch = move_batch(model.collate([train_samples[i] for i in mine]), device) if mine else None
+            loss = train_step(model, batch, optimizer, scheduler, trainable, t["clip"], precision,
+                              device, world)
             if not math.isfinite(loss):
                 raise KnowfreeError(f"training loss is {loss} at epoch {epoch}; lower "
                                     f"train.head_lr / train.encoder_lr or check the data")
@@ -767,20 +802,24 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
                "lr_encoder": lrs.get("encoder", 0.0), "lr_head": lrs.get("head", 0.0),
                "train_seconds": time.time() - t0}
         if epoch % t["eval_every"] == 0 or epoch == t["epochs"]:
-            dev = _evaluate(model, splits["dev"], t["eval_batch_size"], device, precision)
+            # rank 0 scores; every rank takes its decisions from the same scores
+            dev = world.share(_evaluate(model, splits["dev"], t["eval_batch_size"], device, precision)
+                              if world.main else None)
             row.update(dev_p=dev["precision"], dev_r=dev["recall"], dev_f1=dev["f1"])
             if dev["f1"] > best["f1"]:  # strict: ties keep the earlier, cheaper checkpoint
                 best = {"epoch": epoch, "f1": dev["f1"], "dev": dev}
-                pending_best = (weight_tensors(model), {"epoch": epoch, "dev_f1": dev["f1"],
-                                                        **frozen_ref})
+                if world.main:
+                    pending_best = (weight_tensors(model), {"epoch": epoch, "dev_f1": dev["f1"],
+                                                            **frozen_ref})
             if t["patience"] and epoch - best["epoch"] >= t["patience"]:
                 finished = True
         finished = finished or epoch == t["epochs"]
         row["seconds"] = time.time() - t0
         history.append(row)
-        write_epochs_csv(run / "epochs.csv", history)
+        if world.main:
+            write_epochs_csv(run / "epochs.csv", history)
         pausing = stop_after is not None and epoch >= stop_after
-        if finished or pausing or epoch % config["output"]["checkpoint_every"] == 0:
+        if world.main and (finished or pausing or epoch % config["output"]["checkpoint_every"] == 0):
             if pending_best is not None:
                 write_weights(run / "model.safetensors", *pending_best)
                 pending_best = None
@@ -795,6 +834,7 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
         if stop_after is not None and epoch >= stop_after and not finished:
             if bar is not None:
                 bar.close()
+            world.barrier()  # the checkpoint is written before any rank returns
             return {"complete": False, "epoch": epoch, "best_epoch": best["epoch"],
                     "run_dir": str(run.path), "history": history}
         if finished:
@@ -802,6 +842,8 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
     if bar is not None:
         bar.close()
 
+    if not world.main:  # rank 0 tests and writes; the others return its metrics
+        return world.share(None)
     # test once, on the checkpoint dev selected (fault 1 in docs/faults.md: never select on test)
     meta = load_weights(model, run / "model.safetensors")
     if int(meta.get("epoch", -1)) != best["epoch"]:
@@ -830,10 +872,11 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "run_dir": str(run.path),
     }
+    metrics["world_size"] = world.size
     atomic_write_json(run / "metrics.json", metrics)
     if not config["output"]["keep_last"]:
         run.drop_last()
-    return metrics
+    return world.share(metrics)
 
 
 def _guard_run(run: RunDir, config: dict, inputs) -> None:
