@@ -1,8 +1,9 @@
-"""Training on several processes (``torchrun``, ``accelerate launch``): data-parallel, the same
-global batch as one process.
+"""Training on several processes (``torchrun``): data-parallel, the same global batch as one
+process.
 
-The trainer calls ``setup()``. Launched by torchrun or accelerate (``WORLD_SIZE`` > 1 in the
-environment) it joins the process group (gloo on CPU, NCCL on GPUs, one GPU per local rank);
+The trainer calls ``setup()``. Launched by torchrun (``WORLD_SIZE`` > 1 in the environment; so
+does ``accelerate launch --multi_gpu``, which runs torchrun, not tested here: on a CPU
+``accelerate launch --cpu --num_processes 2`` started a world of one) it joins the process group (gloo on CPU, NCCL on GPUs, one GPU per local rank);
 otherwise it is a world of one and nothing below communicates. Every rank draws the same batches
 (the same seeded generator) and takes every ``world``-th sentence of each; its loss is weighted
 by its share of the batch's loss units (span cells, or tokens for the tagger), and the gradients
