@@ -26,6 +26,9 @@ leaves the GPU waiting on Python. A sweep run again skips runs that completed an
 others. ``--deadline`` stops every run still going after that many seconds (a lease on a
 borrowed machine ends); they are reported as unfinished with the epochs they reached.
 
+``--backend ray`` runs each training as a Ray task instead (a local instance the sweep starts, or
+``--ray-address`` of a cluster), with the same commands, run folders and summary.
+
 ``summary.csv`` under ``--out`` gets one row per run: its status, dev and test scores of the
 dev-selected epoch, speed, and what produced it (config hash, data hashes, encoder, commit).
 """
@@ -269,6 +272,14 @@ def write_summary(out: Path, rows: list[dict]) -> Path:
     return path
 
 
+def _train_command(base: Path, r: Run, out: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "knowfree", "train", str(base), "--run-dir", str(out / r.name),
+           "--no-progress"]
+    for item in r.overrides:
+        cmd += ["--set", item]
+    return cmd
+
+
 def execute(base: Path, runs: list[Run], out: Path, jobs: int, deadline: float | None,
             log=print) -> list[dict]:
     """Run every run not yet complete, ``jobs`` at a time; rows in plan order."""
@@ -290,10 +301,7 @@ def execute(base: Path, runs: list[Run], out: Path, jobs: int, deadline: float |
                 r = pending.pop(0)
                 (out / r.name).mkdir(exist_ok=True)
                 logf = open(out / r.name / "train.log", "a", encoding="utf-8")
-                cmd = [sys.executable, "-m", "knowfree", "train", str(base), "--run-dir",
-                       str(out / r.name), "--no-progress"]
-                for item in r.overrides:
-                    cmd += ["--set", item]
+                cmd = _train_command(base, r, out)
                 active[r.name] = (subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
                                                    cwd=REPO_ROOT, env=env), logf)
                 log(f"[{time.time() - t0:6.0f}s] start {r.name}")
@@ -325,12 +333,94 @@ def execute(base: Path, runs: list[Run], out: Path, jobs: int, deadline: float |
     return [_row(r, out / r.name, status.get(r.name, "not started")) for r in runs]
 
 
+class RayUnavailable(ConfigError):
+    """Ray could not start or reach its cluster."""
+
+
+def start_ray(address: str | None, jobs: int, cpus: float, gpus: float, tries: int = 2) -> None:
+    """Join ``address``, or start a local instance with room for ``jobs`` runs. A local start
+    on a loaded 2-core machine took 41 s and once timed out, so it is tried ``tries`` times."""
+    import ray
+
+    for attempt in range(1, tries + 1):
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=max(1, int(jobs * cpus)), num_gpus=gpus * jobs if gpus else 0,
+                         include_dashboard=False, log_to_driver=False)
+            return
+        except Exception as e:  # noqa: BLE001  (Ray raises bare Exception, RuntimeError, ConnectionError)
+            ray.shutdown()
+            if attempt == tries:
+                where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+                raise RayUnavailable(f"could not start or reach {where} ({tries} tries; last: "
+                                     f"{type(e).__name__}: {str(e)[:200]}); run again, or use "
+                                     "--backend process") from None
+
+
+def execute_ray(base: Path, runs: list[Run], out: Path, jobs: int, deadline: float | None,
+                address: str | None = None, cpus: float = 1, gpus: float = 0, log=print) -> list[dict]:
+    """``execute`` on Ray: each run one task (``cpus`` and ``gpus`` its request) that runs the same
+    ``python -m knowfree train`` command into the same run folder, so a sweep resumes and
+    summarises alike on either backend. Without ``address`` a local Ray instance with ``jobs *
+    cpus`` CPUs is started (at most ``jobs`` runs at once); with one, the cluster's scheduler
+    decides. On a cluster every node needs this checkout at the same path and ``--out`` on a
+    shared filesystem (or give Ray a runtime_env)."""
+    import ray
+
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    status = {r.name: "done" for r in runs if (out / r.name / "metrics.json").is_file()}
+    pending = [r for r in runs if r.name not in status]
+    start_ray(address, jobs, cpus, gpus)
+
+    @ray.remote
+    def run_one(cmd: list[str], log_file: str, cwd: str, env: dict) -> int:
+        with open(log_file, "a", encoding="utf-8") as logf:
+            return subprocess.run(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=cwd, env=env).returncode
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        refs = {}
+        for r in pending:
+            (out / r.name).mkdir(exist_ok=True)
+            refs[r.name] = run_one.options(num_cpus=cpus, num_gpus=gpus).remote(
+                _train_command(base, r, out), str(out / r.name / "train.log"), str(REPO_ROOT), env)
+            log(f"[{time.time() - t0:6.0f}s] submit {r.name}")
+        names = {ref: name for name, ref in refs.items()}
+        left = list(refs.values())
+        while left:
+            done, left = ray.wait(left, num_returns=1, timeout=1.0)
+            for ref in done:
+                code = ray.get(ref)
+                status[names[ref]] = "done" if code == 0 else f"failed (exit {code})"
+                log(f"[{time.time() - t0:6.0f}s] {status[names[ref]]}: {names[ref]}")
+            if left and deadline is not None and time.time() - t0 > deadline:
+                for ref in left:
+                    ray.cancel(ref, force=True)
+                    name = names[ref]
+                    started = (out / name / "epochs.csv").is_file()
+                    status[name] = "unfinished" if started else "not started"
+                left = []
+    finally:
+        ray.shutdown()
+    return [_row(r, out / r.name, status.get(r.name, "not started")) for r in runs]
+
+
 def cli_main(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m knowfree sweep",
                                 description="Run a sweep of trainings in parallel processes.")
     p.add_argument("sweep", help="sweep YAML (see configs/sweeps/)")
     p.add_argument("--out", required=True, type=path_given, help="folder for the run folders and summary.csv")
     p.add_argument("--jobs", type=int_at_least(1), default=1, help="runs at a time (default 1)")
+    p.add_argument("--backend", choices=("process", "ray"), default="process",
+                   help="process: a pool of local processes (default); ray: each run a Ray task")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS",
+                   help="with --backend ray: an existing cluster (ray.init(address=...), e.g. auto); "
+                        "default: start a local Ray instance with --jobs x --cpus-per-run CPUs")
+    p.add_argument("--cpus-per-run", type=float, default=1.0, help="with --backend ray: CPUs each run asks for")
+    p.add_argument("--gpus-per-run", type=float, default=0.0, help="with --backend ray: GPUs each run asks for")
     p.add_argument("--deadline", type=nonnegative_seconds, default=None,
                    help="seconds after which running runs are stopped and no new ones start")
     p.add_argument("--only", nargs="+", default=None, help="groups to run (default: all)")
@@ -370,7 +460,13 @@ def cli_main(argv) -> int:
             print(r.name, " ".join(r.overrides))
         return 0
     out = Path(args.out)
-    rows = collect(runs, out) if args.collect else execute(base, runs, out, args.jobs, args.deadline)
+    if args.collect:
+        rows = collect(runs, out)
+    elif args.backend == "ray":
+        rows = execute_ray(base, runs, out, args.jobs, args.deadline, args.ray_address,
+                           args.cpus_per_run, args.gpus_per_run)
+    else:
+        rows = execute(base, runs, out, args.jobs, args.deadline)
     path = write_summary(out, rows)
     if args.table:
         write_table(Path(args.table), table(rows), sweep_file, args.set)
