@@ -36,6 +36,6 @@ def test_ray_backend_gives_the_process_backends_runs_and_resumes(toy, tmp_path):
     size = log.stat().st_size
     assert cli_main(sweep + ["--out", str(tmp_path / "ray"), "--backend", "ray", "--only", "g"]) == 0
     assert log.stat().st_size == size
-    # a run that cannot train is reported, not hidden
+    # a config no run could train with is refused before Ray starts
     with pytest.raises(Exception, match="batch_size"):
         cli_main(sweep + ["--out", str(tmp_path / "bad"), "--backend", "ray", "--only", "bad"])
