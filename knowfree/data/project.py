@@ -241,6 +241,7 @@ def init_project(data: str | Path, name: str, out: str | Path | None = None, fmt
             keep, test = _cut(parts["train"], (0.9, 0.1), seed + 1)
             parts["train"], parts["test"] = keep, test
             result.notes.append(f"no test file: test is 10 % of the remaining train sentences (seed {seed + 1})")
+    parts = {s: parts[s] for s in SPLITS}  # train, dev, test, whatever order the files came in
     # tokens, languages, labels
     wanted = set(labels) if labels else None
     for split_name, samples in parts.items():
