@@ -27,7 +27,7 @@ import torch
 
 from knowfree import portable
 from knowfree.errors import ConfigError, InputError, path_given
-from knowfree.provenance import git_commit, guard_outputs, sha256_file
+from knowfree.provenance import git_commit, guard_outputs, install_folder, sha256_file
 
 FORMATS = ("hf", "onnx")
 # largest |difference| of a target probability between the exported folder and the run, fp32
@@ -197,10 +197,7 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "hf",
     _refuse_unexportable(model, run_dir)
     info = card(model, run_dir, predictor.lang, fmt)
 
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    def fill(tmp: Path) -> None:
         model.encoder.tokenizer.save_pretrained(tmp / "tokenizer")
         model.encoder.backbone.save_pretrained(tmp / "encoder")
         from safetensors.torch import save_file
@@ -219,11 +216,9 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "hf",
         info["checked"] = checked
         (tmp / "knowfree.json").write_text(json.dumps(info, ensure_ascii=False, indent=1), encoding="utf-8")
         (tmp / "README.md").write_text(readme(info, checked), encoding="utf-8")
-        if out.exists():
-            out.rmdir()  # the empty folder the user named
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    # built in a temporary sibling and renamed only once checked: OUT is the export or nothing
+    install_folder(out, fill, is_current=lambda folder: False)
     return info
 
 

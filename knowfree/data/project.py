@@ -43,7 +43,8 @@ from knowfree.data import formats
 from knowfree.data.registry import LOCAL_ENV, MANIFEST, MANIFEST_FORMAT, REGISTRY, local_roots
 from knowfree.data.sample import LANGS, Sample, Span
 from knowfree.errors import ConfigError, InputError, path_given
-from knowfree.provenance import REPO_ROOT, atomic_write_json, atomic_write_text, guard_outputs, sha256_file
+from knowfree.provenance import (REPO_ROOT, atomic_write_json, atomic_write_text, guard_outputs,
+                                 install_folder, sha256_file)
 
 SPLITS = ("train", "dev", "test")
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -321,11 +322,8 @@ def _span_width(result: InitResult) -> int | None:
 def _write(result: InitResult, data: Path, name: str, k, knowledge, llm_url, llm_model,
            llm_key_env, licence, seed, options: dict) -> None:
     out = result.out
-    tmp = out.with_name(f".{out.name}.partial")
-    import shutil
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+
+    def fill(tmp: Path) -> None:
         for split_name, samples in result.splits.items():
             formats.write(samples, tmp / f"{split_name}.jsonl", "jsonl")
         width = _span_width(result)
@@ -383,12 +381,9 @@ def _write(result: InitResult, data: Path, name: str, k, knowledge, llm_url, llm
                                                "# notebooks 01-03 on this dataset; results in results/runs/"
                                                f"{name}/\n" + dump(params))
         atomic_write_text(tmp / "report.md", report(result, width))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    # written into a temporary sibling and renamed: --out is the whole dataset or nothing
+    install_folder(out, fill, is_current=lambda folder: False)
 
 
 def _shown(path: Path) -> str:
