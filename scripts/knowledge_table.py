@@ -1,0 +1,183 @@
+"""What each kind of knowledge adds on the Chinese encoder: results/tables/knowledge_weibo_k250_m3e.md.
+
+Joins the gold-only m3e-k250 runs of configs/sweeps/backbones_weibo.yaml (the baseline) with the
+runs of configs/sweeps/knowledge_weibo_k250_m3e.yaml (the same recipe on the knowledge-augmented
+training sets). Before anything is averaged it checks that every knowledge run has the recipe of
+the gold run with the same seed, key for key, except the keys a variant is allowed to change
+(its training file, epochs, evaluation and checkpoint cadence, the warm start), and the same dev
+and test data; a mismatch is an error that names the run and the key.
+
+Per variant: dev and test F1 of the dev-selected epoch, mean ± sample std over training seeds, and
+the difference of the means against gold with a 95 % Welch interval (the rule the sweep file wrote
+down before any of its test scores was seen). Nothing here chooses anything on test.
+
+    python -m knowfree sweep configs/sweeps/knowledge_weibo_k250_m3e.yaml \\
+        --out results/sweeps/knowledge_weibo_k250_m3e --jobs 2
+    python scripts/knowledge_table.py
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from backbones_table import mean_std  # noqa: E402
+from speed_quality_table import welch  # noqa: E402
+
+from knowfree.provenance import atomic_write_text, git_commit, sha256_file  # noqa: E402
+
+GOLD = ("results/sweeps/backbones_weibo/summary.csv", "m3e-k250")
+SWEEP = "results/sweeps/knowledge_weibo_k250_m3e/summary.csv"
+# (group, what its training set adds), in the order of the paper's ablation
+VARIANTS = [
+    ("taggers", "+ extension labels from the offline taggers (LAC)"),
+    ("llm", "+ extension labels from the LLM"),
+    ("llm-syn", "+ LLM labels + explanation sentences (from the pretrained encoder)"),
+    ("llm-syn-warm", "+ LLM labels + explanation sentences (continued from the llm run)"),
+]
+# the only configuration keys a knowledge variant may set differently from its gold run
+ALLOWED = {"data.k", "data.train_file", "train.epochs", "train.eval_every", "output.checkpoint_every",
+           "train.init_from"}
+
+
+class RecipeMismatch(ValueError):
+    pass
+
+
+def flat(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def read_runs(path: str, groups: set[str] | None) -> list[dict]:
+    with open(ROOT / path, encoding="utf-8") as f:
+        return [{**r, "source": path} for r in csv.DictReader(f)
+                if r["status"] == "done" and (groups is None or r["group"] in groups)]
+
+
+def check_recipe(run: dict, gold: dict) -> None:
+    """Raise RecipeMismatch unless `run` differs from `gold` only in ALLOWED keys and in its train data."""
+    mine = flat(json.loads((ROOT / run["run_dir"] / "config.json").read_text(encoding="utf-8")))
+    theirs = flat(json.loads((ROOT / gold["run_dir"] / "config.json").read_text(encoding="utf-8")))
+    for key in sorted(set(mine) | set(theirs)):
+        if key not in ALLOWED and mine.get(key) != theirs.get(key):
+            raise RecipeMismatch(
+                f"{run['run_dir']}: {key} = {mine.get(key)!r}, but the gold run {gold['run_dir']} has "
+                f"{theirs.get(key)!r}; only {', '.join(sorted(ALLOWED))} may differ. Rerun the variant "
+                "with the gold recipe (configs/sweeps/knowledge_weibo_k250_m3e.yaml) or compare it elsewhere.")
+    mine_data, gold_data = json.loads(run["data_hashes"]), json.loads(gold["data_hashes"])
+    for split in ("dev", "test"):
+        if mine_data.get(split) != gold_data.get(split):
+            raise RecipeMismatch(f"{run['run_dir']}: its {split} data (hash {mine_data.get(split)}) is not the "
+                                 f"gold run's ({gold_data.get(split)}); the scores are not comparable.")
+
+
+def train_size(run: dict) -> str:
+    """Training sentences of a run, from the data.json it wrote (empty when absent)."""
+    path = ROOT / run["run_dir"] / "data.json"
+    if not path.is_file():
+        return ""
+    counts = json.loads(path.read_text(encoding="utf-8")).get("counts", {})
+    return str(counts.get("train", ""))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=ROOT / "results" / "tables" / "knowledge_weibo_k250_m3e")
+    args = ap.parse_args(argv)
+
+    gold = sorted(read_runs(GOLD[0], {GOLD[1]}), key=lambda r: int(r["seed"]))
+    if not gold:
+        raise SystemExit(f"no finished {GOLD[1]} runs in {GOLD[0]}: run configs/sweeps/backbones_weibo.yaml first")
+    gold_by_seed = {r["seed"]: r for r in gold}
+    sweep = read_runs(SWEEP, {g for g, _ in VARIANTS}) if (ROOT / SWEEP).is_file() else []
+    for r in sweep:
+        if r["seed"] not in gold_by_seed:
+            raise RecipeMismatch(f"{r['run_dir']}: seed {r['seed']} has no gold run in {GOLD[0]}")
+        check_recipe(r, gold_by_seed[r["seed"]])
+
+    def f1(rows, split):
+        return [100 * float(r[f"{split}_f1"]) for r in rows]
+
+    cells = [("gold", "the 250 gold sentences alone", gold)]
+    for group, what in VARIANTS:
+        cells.append((group, what, sorted((r for r in sweep if r["group"] == group), key=lambda r: int(r["seed"]))))
+
+    table = io.StringIO()
+    w = csv.writer(table, lineterminator="\n")
+    w.writerow(["variant", "adds", "runs", "seeds", "train_sentences", "dev_f1_mean", "dev_f1_std",
+                "test_f1_mean", "test_f1_std", "test_f1_per_seed", "dev_diff_vs_gold", "dev_diff_ci95",
+                "test_diff_vs_gold", "test_diff_ci95", "best_epochs", "epochs_run", "train_s_per_epoch",
+                "device", "encoder", "knowledge", "llm", "git_commit", "config_hashes", "data_hashes", "source"])
+    inputs = [GOLD[0]] + ([SWEEP] if sweep else [])
+    lines = ["# What each kind of knowledge adds (Weibo NER, 250 gold sentences, m3e-small, KnowFREE head)", "",
+             "F1 in percent of the dev-selected epoch, mean ± sample std over training seeds 0, 1, 2; the "
+             "difference of the means to gold with a 95 % Welch interval. Every run has the gold recipe key "
+             "for key (checked) except its training file and, for the explanation sets, 6 epochs of about "
+             "297 steps in place of 60 of 32. Produced by `python scripts/knowledge_table.py` at "
+             f"{git_commit()}; inputs "
+             + ", ".join(f"`{p}` (sha256 {sha256_file(ROOT / p)[:16]})" for p in inputs) + ".", "",
+             "| variant | adds | runs | train sentences | dev F1 | test F1 | test per seed | dev − gold [95 % CI] "
+             "| test − gold [95 % CI] | best epochs | s / epoch |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: |"]
+    verdicts = []
+    for name, what, rows in cells:
+        if not rows:
+            lines.append(f"| {name} | {what} | 0 | | not run | | | | | | |")
+            continue
+        dev, test = f1(rows, "dev"), f1(rows, "test")
+        diffs = {}
+        for split, mine in (("dev", dev), ("test", test)):
+            if name == "gold":
+                diffs[split] = ("", "")
+            elif len(mine) > 1 and len(gold) > 1:
+                d, lo, hi = welch(f1(gold, split), mine)
+                diffs[split] = (f"{d:+.2f}", f"[{lo:+.2f}, {hi:+.2f}]")
+                if split == "test":
+                    side = "above" if lo > 0 else "below" if hi < 0 else "includes 0"
+                    verdicts.append(f"{name}: test {d:+.2f} [{lo:+.2f}, {hi:+.2f}] "
+                                    + ("(the interval includes 0)" if side == "includes 0"
+                                       else f"(the interval lies {side} 0)"))
+            else:
+                d = statistics.mean(mine) - statistics.mean(f1(gold, split))
+                diffs[split] = (f"{d:+.2f}", "n/a (one seed)")
+        size = train_size(rows[0])
+        per_epoch = statistics.mean(float(r["train_seconds_per_epoch"]) for r in rows)
+        w.writerow([name, what, len(rows), " ".join(r["seed"] for r in rows), size,
+                    f"{statistics.mean(dev):.2f}", f"{statistics.stdev(dev):.2f}" if len(dev) > 1 else "",
+                    f"{statistics.mean(test):.2f}", f"{statistics.stdev(test):.2f}" if len(test) > 1 else "",
+                    " ".join(f"{x:.2f}" for x in test), *diffs["dev"], *diffs["test"],
+                    " ".join(r["best_epoch"] for r in rows), " ".join(r["epochs_run"] for r in rows),
+                    f"{per_epoch:.1f}", rows[0]["device"], rows[0]["encoder"], rows[0]["knowledge"], rows[0]["llm"],
+                    ";".join(sorted({r["git_commit"] for r in rows})), ";".join(r["config_hash"] for r in rows),
+                    rows[0]["data_hashes"], rows[0]["source"]])
+        lines.append(f"| {name} | {what} | {len(rows)} | {size} | {mean_std(dev)} | {mean_std(test)} | "
+                     f"{' / '.join(f'{x:.2f}' for x in test)} | {' '.join(diffs['dev']).strip()} | "
+                     f"{' '.join(diffs['test']).strip()} | {' '.join(r['best_epoch'] for r in rows)} | "
+                     f"{per_epoch:.1f} |")
+    knowledge = sorted({f"`{r['knowledge']}`" for r in sweep})
+    lines += ["", "Knowledge sources: " + (", ".join(knowledge) if knowledge else "none run yet")
+              + f"; encoder `{gold[0]['encoder']}`; device `{gold[0]['device']}`."]
+    if verdicts:
+        lines += ["", "Test differences against gold: " + "; ".join(verdicts) + "."]
+    atomic_write_text(args.out.with_name(args.out.name + ".csv"), table.getvalue())
+    atomic_write_text(args.out.with_name(args.out.name + ".md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
