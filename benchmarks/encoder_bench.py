@@ -34,7 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from knowfree.data.registry import load_dataset  # noqa: E402
-from knowfree.encoder import E5_ALIAS, QWEN_ALIAS, TokenEncoder, qwen_offline_path  # noqa: E402
+from knowfree.backbones import QWEN_ALIAS, qwen_offline_path  # noqa: E402
+from knowfree.e5 import E5_ALIAS  # noqa: E402
+from knowfree.encoder import TokenEncoder  # noqa: E402
 
 OUT = ROOT / "results" / "benchmarks"
 BATCH = 8

@@ -167,6 +167,7 @@ def augment(setting: Setting, P: Mapping[str, Any], work_dir: Path, seed: int,
     notebook's encoder and training parameters (``seed``), never on a larger setting;
     ``synthesis: false`` keeps to label extension."""
     from knowfree.knowledge import pipeline
+    from knowfree.knowledge.report import source_name
 
     if P["knowledge"] == "none":
         return None
@@ -193,7 +194,7 @@ def augment(setting: Setting, P: Mapping[str, Any], work_dir: Path, seed: int,
         syn_gold = without_extensions(result.syn_fusion)
         formats.write(syn_gold, result.output / "syn_gold.jsonl", "jsonl")
         sets["syn_gold"] = (result.output / "syn_gold.jsonl", syn_gold)
-    return Knowledge(result, pipeline.source_name(result.stats), sets)
+    return Knowledge(result, source_name(result.stats), sets)
 
 
 def parse_rates(k: Knowledge) -> pd.DataFrame:

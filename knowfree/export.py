@@ -69,7 +69,7 @@ def card(model, run_dir: Path, lang: str, fmt: str) -> dict:
     metrics, config = run_json("metrics.json"), run_json("config.json")
     cfg = model.config
     enc = model.encoder
-    from knowfree.encoder import provenance as encoder_provenance
+    from knowfree.backbones import provenance as encoder_provenance
     scores = {split: {k: metrics[split][k] for k in ("precision", "recall", "f1")}
               for split in ("dev", "test") if isinstance(metrics.get(split), dict)}
     return {

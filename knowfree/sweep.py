@@ -44,10 +44,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from knowfree import yamlio
 from knowfree.errors import ConfigError, int_at_least, nonnegative_seconds, path_given
 from knowfree.provenance import REPO_ROOT, atomic_write_text, guard_outputs
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SUMMARY_FIELDS = [
     "run", "group", "k", "head", "seed", "status", "overrides", "epochs_run", "best_epoch", "dev_f1", "test_p", "test_r",
@@ -156,7 +160,7 @@ def _knowledge_of(train_file: str | None) -> tuple[str, str]:
     stats_file = Path(train_file).with_name("stats.json")
     if not stats_file.is_file():
         return f"as in {train_file}", f"as in {train_file}"
-    from knowfree.knowledge.pipeline import source_name
+    from knowfree.knowledge.report import source_name
     stats = json.loads(stats_file.read_text(encoding="utf-8"))
     llm = stats["provenance"]["knowledge"].get("llm") or {}
     return source_name(stats, Path(train_file).name.startswith("syn_")), llm.get("model") or "none"

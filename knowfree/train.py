@@ -49,7 +49,7 @@ from knowfree.data.registry import open_dataset
 from knowfree.data.sample import Sample, Span, is_extension
 from knowfree.data.sampling import DEFAULT_SEED, Subset, k_sentences, save_subset
 from knowfree.data.schema import WEIGHT_PRESETS, LabelSchema, check_rule
-from knowfree.encoder import provenance as encoder_provenance
+from knowfree.backbones import provenance as encoder_provenance
 from knowfree.errors import ConfigError, InputError, KnowfreeError, int_at_least, path_given, spelled
 from knowfree.metrics import evaluate
 from knowfree.model import ModelConfig, build_model, move_batch

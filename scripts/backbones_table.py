@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from speed_quality_table import welch  # noqa: E402
 
-from knowfree.encoder import LICENCES  # noqa: E402
+from knowfree.backbones import LICENCES  # noqa: E402
 from knowfree.provenance import atomic_write_text, git_commit, sha256_file  # noqa: E402
 
 SOURCES = [  # (summary.csv, group prefix or None for every group)

@@ -15,7 +15,6 @@ Any other text may need a zeroed row: use the copy only for the datasets it was 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -23,7 +22,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from knowfree.data import registry
-from knowfree.encoder import TokenEncoder, resolve_encoder
+from knowfree.backbones import resolve_encoder
+from knowfree.encoder import TokenEncoder
 from knowfree.provenance import atomic_write_json, sha256_file
 
 EMBEDDING_KEY_SUFFIX = "word_embeddings.weight"

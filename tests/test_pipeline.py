@@ -15,7 +15,10 @@ from knowfree.data.schema import LabelSchema
 from knowfree.errors import ConfigError, InputError
 from knowfree.knowledge.cache import CacheMissError
 from knowfree.knowledge.llm import PreflightError
-from knowfree.knowledge.pipeline import _portable, augment, knowledge_source_table, pack, validate_config
+from knowfree.knowledge.augment_config import validate_augment_config
+from knowfree.knowledge.pack import pack, portable_paths
+from knowfree.knowledge.pipeline import augment
+from knowfree.knowledge.report import knowledge_source_table
 from knowfree.provenance import REPO_ROOT, cache_root
 from knowfree.knowledge.prompts import load_template
 
@@ -351,7 +354,7 @@ def test_pack_refuses_an_unfinished_run_and_writes_portable_paths(data, tmp_path
     with pytest.raises(InputError, match="has not finished"):
         pack(data, data / "packed")
     repo_path, cached = str(REPO_ROOT / "results" / "x.jsonl"), str(cache_root() / "gguf" / "m.gguf")
-    assert _portable({"a": [repo_path, cached, "/elsewhere/f"], "b": 3}) == {
+    assert portable_paths({"a": [repo_path, cached, "/elsewhere/f"], "b": 3}) == {
         "a": ["results/x.jsonl", "$KNOWFREE_CACHE/gguf/m.gguf", "/elsewhere/f"], "b": 3}
 
 
@@ -388,7 +391,7 @@ def test_synthesis_refuses_a_model_from_another_setting(data):
 ])
 def test_bad_configs_name_the_key(data, change, message):
     with pytest.raises(ConfigError, match=message):
-        validate_config(config(data, **change))
+        validate_augment_config(config(data, **change))
 
 
 def test_cli_and_knowledge_source_table(data, capsys):

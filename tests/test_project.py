@@ -14,7 +14,7 @@ from knowfree.data.project import init_project
 from knowfree.data.registry import ChecksumError, open_dataset
 from knowfree.data.sample import Sample, Span
 from knowfree.errors import ConfigError, InputError
-from knowfree.knowledge import pipeline
+from knowfree.knowledge.augment_config import load_augment_config
 from knowfree.train import load_config, train
 from test_train import toy, toy_samples  # noqa: F401  (the fixture is used by name)
 
@@ -61,7 +61,7 @@ def test_one_file_becomes_a_dataset_that_trains_by_name(toy, local, tmp_path):  
     assert manifest["source"]["all"]["sha256"] and manifest["nested"] is False
     # the generated files pass each command's own validation, and train.yaml trains
     params_mod.load(local / "my-domain" / "params.yaml")
-    pipeline.load_config(local / "my-domain" / "augment.yaml")
+    load_augment_config(local / "my-domain" / "augment.yaml")
     _, encoder = toy
     config = load_config(local / "my-domain" / "train.yaml",
                          [f"model.encoder={encoder}", "train.epochs=1", "model.channels=32",

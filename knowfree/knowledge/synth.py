@@ -24,16 +24,27 @@ Sentence splitting:
 """
 from __future__ import annotations
 
+import copy
 import json
 import re
+import time
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
+from knowfree import yamlio
 from knowfree.data.sample import Sample
-from knowfree.errors import ConfigError, InputError
+from knowfree.errors import ConfigError, InputError, KnowfreeError
+from knowfree.knowledge import align
+from knowfree.knowledge.augment_config import repo_path
+from knowfree.knowledge.normalise import Normaliser
+from knowfree.provenance import hash_samples, sha256_file
+
+if TYPE_CHECKING:
+    from knowfree.knowledge.setting import AugmentSetting
+    from knowfree.knowledge.sources import KnowledgeSources
 
 _CJK_END = re.compile(r"[。！？!?…]+([”’」』）)】》〉\"']*)")
 _LATIN_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s)")
@@ -257,3 +268,105 @@ def pseudo_label(predictor, samples: Sequence[Sample], batch_size: int = 16) -> 
         s.meta["pseudo_label_probs"] = pred.meta.get("probs", {})
         out.append(s)
     return out
+
+
+# -- the synthesis stage of `augment` ---------------------------------------------------
+
+
+def _explain_entities(sample: Sample, norm: Normaliser, names: dict) -> list[tuple[str, str]]:
+    seen, out = set(), []
+    for s in sample.targets():
+        pair = (sample.span_text(s), names.get(s.label) or norm.readable_type(s.label))
+        if pair not in seen:
+            seen.add(pair)
+            out.append(pair)
+    return out
+
+
+def synthesise(cfg: dict, setting: AugmentSetting, knowledge: KnowledgeSources, fusion: list[Sample], out_dir: Path,
+               progress: bool) -> tuple[list[Sample], dict]:
+    """Synthetic samples with extension spans and pseudo-labelled targets."""
+    from knowfree.knowledge.llm import Request
+
+    syn = cfg["synthesis"]
+    llm = knowledge.llm
+    norm = Normaliser(setting.lang)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    requests = []
+    for s in setting.gold:
+        text = align.layout(s).text
+        ents = _explain_entities(s, norm, syn["type_names"])
+        kind = "explain" if ents else "describe"
+        fields = {"sentence": text, "entities": ents} if ents else {"sentence": text}
+        requests.append(Request.from_template(llm.templates[kind], llm.synth_sampling,
+                                              meta={"id": s.id, "kind": kind}, **fields))
+    results = llm.ask(requests, progress, "LLM explanation synthesis")
+    synthesiser = Synthesiser(setting.lang, SynthConfig(syn["min_chars"], syn["max_chars"],
+                                                        float(syn["weight"]), syn["max_per_source"]),
+                              gold=setting.gold)
+    synthetic: list[Sample] = []
+    kinds, failed, cached = Counter(), 0, 0
+    for s, req, res in zip(setting.gold, requests, results):
+        kinds[req.kind] += 1
+        if not res.ok:
+            failed += 1
+            continue
+        cached += res.cached
+        synthetic += synthesiser.from_text(s, res.text, {"template": req.version, "request": res.key[:16]})
+    timings["generate"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    synthetic, ext_stats = knowledge.annotate(synthetic, progress)
+    timings["extension_labels"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    run_dir, trained = _pseudo_label_run(cfg, setting, out_dir, progress)
+    fusion_file = out_dir / "fusion.jsonl"
+    fp = check_pseudo_label_run(run_dir, setting.subset["k"], setting.subset["content_hash"],
+                                {hash_samples(setting.gold), hash_samples(fusion), sha256_file(fusion_file)})
+    from knowfree.predict import Predictor
+    predictor = Predictor.load(run_dir)
+    synthetic = pseudo_label(predictor, synthetic, syn["pseudo_label"]["batch_size"]) if synthetic else []
+    timings["pseudo_label"] = time.perf_counter() - t0
+    pseudo = Counter(t.label for x in synthetic for t in x.targets())
+    model_dev = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("dev") or {}
+    return synthetic, {
+        "requests": len(requests), "by_kind": dict(kinds), "cache_hits": cached, "failed_requests": failed,
+        "sampling": llm.synth_sampling.to_dict(),
+        "split": synthesiser.stats.to_dict(),
+        "extension": ext_stats,
+        "pseudo_label": {"run_dir": str(run_dir), "trained_here": trained, "run_training": fp,
+                         "model_dev": {k: model_dev.get(k) for k in ("f1", "precision", "recall")},
+                         "spans": sum(pseudo.values()), "labels": dict(sorted(pseudo.items())),
+                         "sentences_with_targets": sum(1 for x in synthetic if x.targets())},
+        "seconds": {k: round(v, 3) for k, v in timings.items()},
+    }
+
+
+def _pseudo_label_run(cfg: dict, setting: AugmentSetting, out_dir: Path, progress: bool) -> tuple[Path, bool]:
+    pl = cfg["synthesis"]["pseudo_label"]
+    if pl["run_dir"] is not None:
+        return repo_path(pl["run_dir"]), False
+    from knowfree.data import formats
+    from knowfree.train import train
+
+    if not setting.dev:
+        raise ConfigError("training the pseudo-label model needs a dev split for model selection "
+                          "(fix: give dev_file, or use a dataset with a dev split)")
+    formats.write(setting.dev, out_dir / "dev.jsonl", "jsonl")
+    tcfg = pl["train"]
+    if isinstance(tcfg, str):
+        tcfg = yamlio.load_file(repo_path(tcfg), "synthesis.pseudo_label.train config")
+    # Only the model and how to train it are taken: the data are this setting's fusion set.
+    tcfg = {k: copy.deepcopy(v) for k, v in tcfg.items() if k in ("model", "train")}
+    # the model is only used to predict: no resumable checkpoint (~1.4 GB with e5-small) is kept
+    tcfg["output"] = {"keep_last": False}
+    tcfg["data"] = {"train_file": str(out_dir / "fusion.jsonl"), "dev_file": str(out_dir / "dev.jsonl"),
+                    "format": "jsonl", "schema_file": str(out_dir / "schema.json"),
+                    "extension_weight_rule": cfg["schema"]}
+    run_dir = out_dir / "pseudo_label_run"
+    metrics = train(tcfg, run_dir, progress=progress)
+    if not metrics.get("complete"):
+        raise KnowfreeError(f"the pseudo-label model in {run_dir} did not finish training; rerun to resume")
+    return run_dir, True
