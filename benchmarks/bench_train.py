@@ -85,8 +85,8 @@ def child(name: str, steps: int | None, n_epochs: int, encoder: str = DEFAULT_EN
     from knowfree.data.sampling import k_sentences
     from knowfree.data.schema import LabelSchema
     from knowfree.model import ModelConfig, build_model
-    from knowfree.train import (RunDir, linear_schedule, make_batches, seed_everything,
-                                train_step, weight_tensors, write_weights)
+    from knowfree.checkpoints import RunDir, weight_tensors, write_weights
+    from knowfree.train import linear_schedule, make_batches, seed_everything, train_step
 
     precision, freeze_emb, freeze_layers, width = VARIANTS[name]
     torch.set_num_threads(1)

@@ -288,7 +288,7 @@ def init_for(train_set: str, head: str, extensions: bool, knowledge: Knowledge |
 
 def train_config(setting: Setting, train_file: Path, head: str, extensions: bool, *, seed: int,
                  P: Mapping[str, Any], init_from: str | None = None) -> dict:
-    """The trainer config of one run (knowfree.train.CONFIG_SCHEMA) from notebook parameters;
+    """The trainer config of one run (knowfree.train_config.CONFIG_SCHEMA) from notebook parameters;
     ``init_from``: a run folder to start from (``init_for``)."""
     config = {
         "data": {"train_file": str(train_file), "dev_file": str(setting.file("dev")),
@@ -315,7 +315,8 @@ def train_run(config: dict, work_dir: Path, label: str, keep_weights: bool = Tru
     ``keep_weights=False`` deletes the selected weights of a run this call completed, once its
     metrics are written: ablation grids need only scores, and each e5-small checkpoint is about
     0.5 GB. A run that was complete before (notebook 03's) keeps its weights."""
-    from knowfree.train import config_hash, train, validate_config
+    from knowfree.train import train
+    from knowfree.train_config import config_hash, validate_config
 
     folder = Path(work_dir) / "train" / f"{label}-{config_hash(validate_config(config))[:8]}"
     existed = (folder / "metrics.json").is_file()

@@ -24,31 +24,26 @@ Run folder layout::
 from __future__ import annotations
 
 import argparse
-import csv
-import difflib
-import io
-import json
 import math
-import os
 import random
 import shutil
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save as safetensors_bytes
 from tqdm.auto import tqdm
 
-from knowfree import yamlio
+from knowfree.checkpoints import (TRAINED_FILES, RUN_FILES, RunDir, init_from_run, save_encoder_files, weight_tensors,
+                                  write_epochs_csv, write_weights)
 from knowfree.data import formats
 from knowfree.data.registry import open_dataset
 from knowfree.data.sample import Sample, Span, is_extension
-from knowfree.data.sampling import DEFAULT_SEED, Subset, k_sentences, save_subset
-from knowfree.data.schema import WEIGHT_PRESETS, LabelSchema, check_rule
+from knowfree.data.sampling import Subset, k_sentences, save_subset
+from knowfree.data.schema import WEIGHT_PRESETS, LabelSchema
 from knowfree.backbones import provenance as encoder_provenance
 from knowfree.errors import ConfigError, InputError, KnowfreeError, int_at_least, path_given, spelled
 from knowfree.metrics import evaluate
@@ -56,207 +51,10 @@ from knowfree.model import ModelConfig, build_model, move_batch
 from knowfree import distributed
 from knowfree import precision as precision_mod
 from knowfree.distributed import World
-from knowfree.precision import PRECISIONS
-from knowfree.predict import (BATCH_SIZE as PREDICT_BATCH_SIZE, frozen_reference, frozen_tensors, load_weights,
-                              predict_spans, split_long)
-from knowfree.provenance import (REPO_ROOT, atomic_write_bytes, atomic_write_json, atomic_write_text,
-                                 git_commit, guard_outputs, hash_json, hash_samples, read_json_file,
-                                 sha256_file)
-
-# --------------------------------------------------------------------------------------------
-# Config
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Field:
-    types: tuple
-    default: Any
-    nullable: bool = False
-    check: Any = None  # (predicate, "what it must be") or None
-
-
-_POS = (lambda v: v > 0, "> 0")
-_NONNEG = (lambda v: v >= 0, ">= 0")
-
-CONFIG_SCHEMA: dict[str, dict[str, _Field]] = {
-    "data": {
-        "dataset": _Field((str,), None, nullable=True),
-        "train_file": _Field((str,), None, nullable=True),
-        "dev_file": _Field((str,), None, nullable=True),
-        "test_file": _Field((str,), None, nullable=True),
-        "format": _Field((str,), "jsonl"),
-        "k": _Field((int,), None, nullable=True, check=_POS),
-        "sample_seed": _Field((int,), DEFAULT_SEED),  # the sampler's default, as notebooks use
-        "schema_file": _Field((str,), None, nullable=True),
-        # a rule name of knowfree.data.schema, or {rule: NAME, **its arguments}
-        "extension_weight_rule": _Field((str, dict), "count"),
-    },
-    "train": {
-        "epochs": _Field((int,), 20, check=_POS),
-        "batch_size": _Field((int,), 8, check=_POS),
-        # the Predictor's default, so that rescoring a split with a loaded run gives this score
-        "eval_batch_size": _Field((int,), PREDICT_BATCH_SIZE, check=_POS),
-        "encoder_lr": _Field((float,), 2e-5, check=_NONNEG),
-        "head_lr": _Field((float,), 1e-3, check=_NONNEG),
-        "weight_decay": _Field((float,), 0.01, check=_NONNEG),
-        # int: steps; float in [0, 1): fraction of all planned steps
-        "warmup": _Field((int, float), 0.1, check=_NONNEG),
-        "clip": _Field((float,), 1.0, nullable=True, check=_POS),
-        "seed": _Field((int,), 0),
-        # stop when dev F1 has not improved for this many epochs; null: never stop early
-        "patience": _Field((int,), None, nullable=True, check=_POS),
-        "eval_every": _Field((int,), 1, check=_POS),
-        # multiplies the loss weight of synthetic samples (1: as gold)
-        "synthetic_weight": _Field((float,), 1.0, check=_NONNEG),
-        # batches are drawn from chunks of length_buckets * batch_size samples sorted by length;
-        # 0 or 1: plain shuffled batches
-        "length_buckets": _Field((int,), 8, check=_NONNEG),
-        "device": _Field((str,), "cpu"),
-        "threads": _Field((int,), None, nullable=True, check=_POS),
-        # fp32 | bf16 | auto (bf16 where the device computes it in hardware): the forward of
-        # encoder and head under bf16 autocast; loss, optimizer state and weights stay fp32
-        "precision": _Field((str,), "fp32", check=(lambda v: v in PRECISIONS, f"one of {PRECISIONS}")),
-        # a finished run folder whose selected weights this run starts from (the paper's
-        # "continue training from the fusion model"); new optimizer and schedule
-        "init_from": _Field((str,), None, nullable=True),
-        # a name of knowfree.data.schema.WEIGHT_PRESETS: the extension weight rule and the loss
-        # weight of every synthetic sample, as one of the authors' schedules (null: the two keys
-        # data.extension_weight_rule and train.synthetic_weight as given)
-        "weight_preset": _Field((str,), None, nullable=True),
-    },
-    "output": {
-        "run_dir": _Field((str,), None, nullable=True),
-        # false: when the run completes, delete the last checkpoint and optimizer state
-        # (hundreds of MB with a real encoder) and keep only the selected weights
-        "keep_last": _Field((bool,), True),
-        # epochs between resumable checkpoints (weights + optimizer state: ~1.4 GB with e5-small,
-        # which on a GPU takes longer to write than an epoch to train); the selected weights
-        # are held in memory and written with each checkpoint and at the end
-        "checkpoint_every": _Field((int,), 1, check=_POS),
-    },
-}
-SECTIONS = ("data", "model", "train", "output")
-
-
-def _type_ok(value, types: tuple) -> bool:
-    if isinstance(value, bool):  # YAML `yes` must not pass as the integer 1
-        return bool in types
-    if isinstance(value, int) and float in types:
-        return True
-    return isinstance(value, types)
-
-
-def _unknown(key: str, known) -> ConfigError:
-    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(known), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"unknown config key {key!r}{hint} (known: {', '.join(sorted(known))})")
-
-
-def validate_config(config: dict) -> dict:
-    """Return the config with defaults filled in; raise ConfigError naming the offending key."""
-    if not isinstance(config, dict):
-        raise ConfigError(f"a config is a mapping of sections {SECTIONS}, got {type(config).__name__}")
-    for section in config:
-        if section not in SECTIONS:
-            raise _unknown(str(section), SECTIONS)
-    out: dict[str, dict] = {}
-    for section, fields in CONFIG_SCHEMA.items():
-        given = config.get(section) or {}
-        if not isinstance(given, dict):
-            raise ConfigError(f"config section {section!r} must be a mapping, got {given!r}")
-        for key in given:
-            if key not in fields:
-                raise _unknown(f"{section}.{key}", fields)
-        values = {}
-        for key, f in fields.items():
-            v = given.get(key, f.default)
-            name = f"{section}.{key}"
-            if v is None:
-                if not f.nullable and f.default is not None:
-                    raise ConfigError(f"config key {name!r} must not be null")
-            elif not _type_ok(v, f.types):
-                want = " or ".join("null" if t is type(None) else t.__name__ for t in f.types)
-                raise ConfigError(f"config key {name!r} must be {want}"
-                                  f"{' or null' if f.nullable else ''}, got {type(v).__name__} {v!r}")
-            elif isinstance(v, float) and not math.isfinite(v):
-                raise ConfigError(f"config key {name!r} must be a finite number, got {v!r}")
-            elif f.check and not f.check[0](v):
-                raise ConfigError(f"config key {name!r} must be {f.check[1]}, got {v!r}")
-            if isinstance(v, int) and not isinstance(v, bool) and f.types == (float,):
-                v = float(v)
-            values[key] = v
-        out[section] = values
-
-    model = config.get("model") or {}
-    if not isinstance(model, dict):
-        raise ConfigError(f"config section 'model' must be a mapping, got {model!r}")
-    try:
-        out["model"] = ModelConfig.from_dict(dict(model)).to_dict()
-    except KnowfreeError as e:
-        raise ConfigError(f"config section 'model': {e}") from None
-
-    d, t = out["data"], out["train"]
-    if d["dataset"] is None and d["train_file"] is None:
-        raise ConfigError("config needs data.dataset (a registry name) or data.train_file (a file "
-                          "with dev_file beside it), or both (train from the file, dev and test "
-                          "from the dataset)")
-    if d["dataset"] is None and d["dev_file"] is None:
-        raise ConfigError("data.dev_file is required with data.train_file: the checkpoint is "
-                          "selected on dev, never on test")
-    if d["dataset"] is not None and (d["dev_file"] or d["test_file"]):
-        raise ConfigError("data.dev_file / data.test_file go with data.train_file, not data.dataset "
-                          "(with both, dev and test come from the dataset)")
-    if d["dataset"] is not None and d["train_file"] is not None and d["k"] is not None:
-        raise ConfigError("data.k draws from the dataset's train split; with data.train_file the "
-                          "file is the training set (fix: k: null; a fusion set of a K-sentence "
-                          "setting already holds just those K sentences)")
-    rule = d["extension_weight_rule"]
-    check_rule(rule, "data.extension_weight_rule")
-    preset = t["weight_preset"]
-    if preset is not None:
-        if preset not in WEIGHT_PRESETS:
-            close = difflib.get_close_matches(preset, list(WEIGHT_PRESETS), n=1)
-            raise ConfigError(f"train.weight_preset must be one of {sorted(WEIGHT_PRESETS)} or null, "
-                              f"got {preset!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
-        if d["schema_file"]:
-            raise ConfigError(f"train.weight_preset={preset!r} cannot apply to data.schema_file, whose "
-                              "label weights are fixed (fix: drop one of the two)")
-        if rule != "count" or t["synthetic_weight"] != 1.0:
-            raise ConfigError(f"train.weight_preset={preset!r} sets the extension weight rule and the "
-                              "synthetic weight itself (fix: leave data.extension_weight_rule and "
-                              "train.synthetic_weight at their defaults, or drop the preset)")
-    if isinstance(t["warmup"], float) and t["warmup"] >= 1:
-        raise ConfigError(f"train.warmup as a float is a fraction of all steps and must be < 1, "
-                          f"got {t['warmup']}; give an int for a number of steps")
-    return {s: out[s] for s in SECTIONS}
-
-
-# Keys added after runs were committed, at the value those runs had: left out of the hash when
-# they hold it, so that older run folders (whose config.json lacks them) keep their hash.
-_HASH_NEUTRAL = {("train", "precision"): "fp32", ("model", "freeze_embeddings"): False,
-                 ("model", "freeze_layers"): 0, ("model", "max_span_length"): None,
-                 ("train", "init_from"): None, ("train", "weight_preset"): None}
-
-
-def config_hash(config: dict) -> str:
-    """Hash of everything that can change the result: the output location is left out."""
-    kept = {}
-    for section, values in config.items():
-        if section == "output":
-            continue
-        if isinstance(values, dict):
-            values = {k: v for k, v in values.items()
-                      if _HASH_NEUTRAL.get((section, k), object()) != v}
-        kept[section] = values
-    return hash_json(kept)
-
-
-apply_overrides = yamlio.apply_overrides
-
-
-def load_config(path: str | Path, overrides: list[str] = ()) -> dict:
-    return validate_config(apply_overrides(yamlio.load_file(path, "config"), list(overrides)))
+from knowfree.train_config import config_hash, load_config, validate_config
+from knowfree.predict import (frozen_reference, load_weights, predict_spans, split_long)
+from knowfree.provenance import (REPO_ROOT, atomic_write_json, git_commit, guard_outputs,
+                                 hash_samples, sha256_file)
 
 
 # --------------------------------------------------------------------------------------------
@@ -402,191 +200,6 @@ def linear_schedule(optimizer, warmup_steps: int, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-# --------------------------------------------------------------------------------------------
-# Checkpoints
-# --------------------------------------------------------------------------------------------
-
-
-def weight_tensors(model) -> dict[str, torch.Tensor]:
-    """A CPU copy of the state dict without the frozen parameters (``frozen_reference`` names
-    them and records their sha256 instead): only what training can change."""
-    frozen = frozen_tensors(model)
-    # clones: safetensors refuses tensors that share memory (tied weights)
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()
-            if k not in frozen}
-
-
-def write_weights(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
-    """Tensors as safetensors; metadata values as strings."""
-    atomic_write_bytes(path, safetensors_bytes(tensors, {k: str(v) for k, v in metadata.items()}))
-
-
-# Model keys that may differ between a run and the run it starts from: they shape no tensor.
-_INIT_FREE_KEYS = ("dropout",)
-
-
-def init_from_run(model, source: str | Path, model_config: dict) -> dict:
-    """Load the selected weights of the finished run ``source`` into ``model``; returns what the
-    run's metrics record about it.
-
-    The architecture must be the same (every ``model`` key but dropout) and so must the target
-    labels. Extension labels are matched by name: a label of both runs keeps its output row, a
-    label new here keeps its fresh initialisation, a label only the source had is dropped; the
-    counts are returned, never silent."""
-    from knowfree.model import SpanModel
-
-    src = Path(source)
-    where = f"train.init_from={source}"
-    files = {name: src / name for name in ("config.json", "schema.json", "model.safetensors", "metrics.json")}
-    missing = [name for name, p in files.items() if not p.is_file()]
-    if missing:
-        raise ConfigError(f"{where}: the folder has no {', '.join(missing)} "
-                          "(fix: name the folder of a finished training run)")
-    theirs = json.loads(files["config.json"].read_text(encoding="utf-8")).get("model", {})
-    differ = sorted(k for k in set(theirs) | set(model_config)
-                    if k not in _INIT_FREE_KEYS and theirs.get(k) != model_config.get(k))
-    if differ:
-        raise ConfigError(f"{where}: that run's model differs from this one in "
-                          + ", ".join(f"model.{k} ({theirs.get(k)!r} there, {model_config.get(k)!r} here)"
-                                      for k in differ)
-                          + " (fix: use the same model settings, or start from the pretrained encoder)")
-    src_metrics = json.loads(files["metrics.json"].read_text(encoding="utf-8"))
-    if not src_metrics.get("complete"):
-        raise ConfigError(f"{where}: that run has not finished (fix: finish it first: "
-                          "python -m knowfree train with the same config and --run-dir)")
-    src_schema = LabelSchema.load(files["schema.json"])
-    if src_schema.targets != model.schema.targets:
-        raise ConfigError(f"{where}: target labels differ: {src_schema.targets} there, "
-                          f"{model.schema.targets} here (fix: train on data with the same target labels)")
-    labels = {"kept": [], "new": [], "dropped": []}
-
-    def map_rows(state: dict) -> dict:
-        if not isinstance(model, SpanModel):
-            return state  # the tagger's tag set comes from the target labels alone
-        ours = model.state_dict()
-        for name in ("head.classifier.weight", "head.classifier.bias"):
-            src_names = src_schema.names[:state[name].shape[0]]
-            index = {label: r for r, label in enumerate(src_names)}
-            rows = ours[name].detach().clone().to(state[name].device)
-            for r, label in enumerate(model.channel_names):
-                if label in index:
-                    rows[r] = state[name][index[label]]
-            state[name] = rows
-            labels.update(kept=[l for l in model.channel_names if l in index],
-                          new=[l for l in model.channel_names if l not in index],
-                          dropped=[l for l in src_names if l not in set(model.channel_names)])
-        return state
-
-    metadata = load_weights(model, files["model.safetensors"], remap=map_rows)
-    return {"run_dir": str(src), "config_hash": src_metrics.get("config_hash"),
-            "epoch": int(metadata["epoch"]) if "epoch" in metadata else None,
-            "weights_sha256": sha256_file(files["model.safetensors"]),
-            "labels": {k: len(v) for k, v in labels.items()}, "dropped_labels": labels["dropped"]}
-
-
-def save_weights(model, path: Path, frozen_ref: dict | None = None, **metadata) -> None:
-    """``frozen_ref``: the run's ``frozen_reference(model)``, computed once by the trainer
-    (hashing the frozen tensors takes ~1 s per checkpoint with e5-small); None computes it."""
-    frozen_ref = frozen_reference(model) if frozen_ref is None else frozen_ref
-    write_weights(path, weight_tensors(model), {**metadata, **frozen_ref})
-
-
-# What a checkpoint state file holds (Trainer: run.save_last).
-_STATE_KEYS = ("epoch", "optimizer", "scheduler", "rng", "history", "best", "finished")
-# Files a run writes in its folder (besides encoder/ and checkpoints/); none may be an input.
-RUN_FILES = ("config.json", "schema.json", "subset.json", "encoder.json", "data.json",
-             "model.safetensors", "epochs.csv", "metrics.json")
-# What only training writes: a folder without them holds no work to lose.
-_TRAINED = ("model.safetensors", "metrics.json", "checkpoints")
-
-
-class RunDir:
-    """Files of one run folder; the last checkpoint is a numbered pair named by last.json, so a
-    kill between writing weights and state can never pair one epoch's weights with another's
-    optimizer state."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.ckpt = self.path / "checkpoints"
-
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
-    def read_json(self, name: str):
-        p = self.path / name
-        if not p.is_file():
-            return None
-        return read_json_file(p, f"run file {name}", f"delete {p} (or the whole run folder "
-                              f"{self.path}) to train it again from the start")
-
-    def save_last(self, model, state: dict, frozen_ref: dict | None = None) -> None:
-        epoch = state["epoch"]
-        weights = self.ckpt / f"last-{epoch:04d}.safetensors"
-        state_file = self.ckpt / f"state-{epoch:04d}.pt"
-        save_weights(model, weights, frozen_ref, epoch=epoch)
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write_bytes(state_file, buf.getvalue())
-        atomic_write_json(self.ckpt / "last.json", {"epoch": epoch, "weights": weights.name,
-                                                    "state": state_file.name})
-        for old in self.ckpt.glob("*-[0-9][0-9][0-9][0-9].*"):
-            if old.name not in (weights.name, state_file.name):
-                old.unlink()
-
-    def load_last(self, model) -> dict | None:
-        pointer = self.read_json("checkpoints/last.json")
-        if pointer is None:
-            return None
-        fix = f"delete the folder {self.ckpt} to train the run again from the start"
-        if not (isinstance(pointer, dict) and isinstance(pointer.get("weights"), str)
-                and isinstance(pointer.get("state"), str)):
-            raise InputError('the checkpoint pointer must name "weights" and "state" files',
-                             str(self.ckpt / "last.json"), fix)
-        load_weights(model, self.ckpt / pointer["weights"])
-        state_file = self.ckpt / pointer["state"]
-        try:
-            state = torch.load(state_file, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises pickle, zip and runtime errors of many kinds
-            raise InputError(f"cannot read the checkpoint state ({type(e).__name__}: "
-                             f"{str(e)[:200]})", str(state_file), fix) from None
-        missing = sorted(set(_STATE_KEYS) - set(state)) if isinstance(state, dict) else list(_STATE_KEYS)
-        if missing:
-            raise InputError(f"the checkpoint state lacks {', '.join(missing)}", str(state_file), fix)
-        return state
-
-    def drop_last(self) -> None:
-        for p in self.ckpt.glob("*"):
-            p.unlink()
-        self.ckpt.rmdir()
-
-
-def save_encoder_files(encoder, run: RunDir) -> None:
-    """Encoder spec, backbone config and tokenizer beside the weights, so that the run folder
-    alone rebuilds the model (no cache, no source package of the offline encoder)."""
-    atomic_write_json(run / "encoder.json", encoder.spec())
-    target = run / "encoder"
-    if target.is_dir():
-        return
-    tmp = run.path / f".encoder.{os.getpid()}.tmp"  # mkdir, not mkdtemp: keep the umask's mode
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        encoder.save_files(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def write_epochs_csv(path: Path, history: list[dict]) -> None:
-    cols = ["epoch", "train_loss", "dev_p", "dev_r", "dev_f1", "lr_encoder", "lr_head",
-            "train_seconds", "seconds"]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    w.writeheader()
-    for row in history:
-        w.writerow({c: row.get(c, "") for c in cols})
-    atomic_write_text(path, buf.getvalue())
 
 
 # --------------------------------------------------------------------------------------------
@@ -898,7 +511,7 @@ def _check_same_run(run: RunDir, chash: str, data_info: dict) -> None:
     old = run.read_json("config.json")
     if old is None:
         return
-    if not any((run / name).exists() for name in _TRAINED):
+    if not any((run / name).exists() for name in TRAINED_FILES):
         for name in RUN_FILES:
             (run / name).unlink(missing_ok=True)
         shutil.rmtree(run / "encoder", ignore_errors=True)

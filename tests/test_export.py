@@ -106,7 +106,7 @@ def test_weibo_test_through_both_exports_with_m3e(mirror, tmp_path):
 
     from knowfree.data.registry import load_dataset
     from knowfree.m3e import build_m3e_offline
-    from knowfree.train import write_weights
+    from knowfree.checkpoints import write_weights
 
     build_m3e_offline()
     config = {"data": {"dataset": "weibo", "k": 50, "sample_seed": 42},

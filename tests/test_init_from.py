@@ -11,7 +11,9 @@ from knowfree.data.sample import EXT_PREFIX, Sample, Span
 from knowfree.data.schema import LabelSchema
 from knowfree.errors import ConfigError
 from knowfree.model import ModelConfig, build_model
-from knowfree.train import config_hash, init_from_run, train, validate_config
+from knowfree.checkpoints import init_from_run
+from knowfree.train import train
+from knowfree.train_config import config_hash, validate_config
 from test_train import toy, toy_config  # noqa: F401  (toy is a fixture)
 
 

@@ -20,7 +20,8 @@ from knowfree.errors import ConfigError
 from knowfree.model import ModelConfig, build_model
 from knowfree.predict import split_long
 from knowfree.provenance import REPO_ROOT
-from knowfree.train import load_config, make_batches, train, validate_config
+from knowfree.train import make_batches, train
+from knowfree.train_config import load_config, validate_config
 
 FILLER = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过"
 PEOPLE = ["王小明", "赵丽", "孙悟空"]

@@ -119,7 +119,7 @@ def _guard(cfg: dict, out_dir: Path, inputs) -> None:
     if isinstance(pl["train"], str):
         named.append(("synthesis.pseudo_label.train", repo_path(pl["train"])))
     if pl["run_dir"]:
-        from knowfree.train import RUN_FILES
+        from knowfree.checkpoints import RUN_FILES
         named += [("synthesis.pseudo_label.run_dir file", repo_path(pl["run_dir"]) / n) for n in RUN_FILES]
     guard_outputs(named, files=[("output file", out_dir / n) for n in OUTPUT_FILES],
                   folders=[("output", out_dir)])
