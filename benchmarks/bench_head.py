@@ -4,10 +4,11 @@ Input: random token vectors [4, L, 384] (what e5-small would hand over), 30 labe
 
 - ``ours``: ``knowfree.model.SpanHead`` (decomposed affine map, attention on the packed upper
   triangle only, banded).
-- ``dense``: written here the way the authors' code computes it: the affine map is a Linear
-  over the [head_i; 1; tail_j; 1; size] concatenation built for every cell, every one of the
-  L x L cells is computed and trained (loss mask all true), and each of the B*L grid rows runs
-  full L x L attention with a band mask that a Python loop rebuilds every forward.
+- ``dense``: ``knowfree.reference.DenseSpanHead``, the package's readable specification of
+  the head, which computes it the way the authors' code does: the affine map is a Linear over
+  the [head_i; 1; tail_j; 1; size] concatenation built for every cell, every one of the L x L
+  cells is computed and trained (loss mask all true), and each of the B*L grid rows runs full
+  L x L attention with a band mask rebuilt every forward.
 
 Peak memory: a fresh subprocess per (implementation, L) runs one forward+backward; the peak is
 the growth of its maximum resident set size (``getrusage().ru_maxrss``) over that step, taken
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import resource
 import statistics
@@ -44,65 +44,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from knowfree.model import ModelConfig, SpanHead, span_cells  # noqa: E402
+from knowfree.reference import DenseSpanHead  # noqa: E402
 from knowfree.provenance import machine as provenance_machine  # noqa: E402
 
 BATCH, HIDDEN, LABELS = 4, 384, 30
 
 
-class DenseReferenceHead(nn.Module):
-    """The authors' computation, same sizes as ours (200 channels, 4 biaffine heads, 10
-    attention heads, window 3, 25-d size embedding of signed lengths in 30 buckets)."""
-
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        c, k = cfg.channels, cfg.biaffine_heads
-        self.cfg = cfg
-        self.head_mlp = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(HIDDEN, c), nn.LeakyReLU())
-        self.tail_mlp = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(HIDDEN, c), nn.LeakyReLU())
-        self.biaffine = nn.Parameter(torch.randn(k, c // k, c // k, c // k) / (c // k))
-        self.size_embedding = nn.Embedding(cfg.size_buckets, cfg.size_embedding)
-        self.affine = nn.Linear(2 * c + 2 + cfg.size_embedding, c)
-        self.qkv = nn.Linear(c, 3 * c)
-        self.out = nn.Linear(c, c)
-        self.norm = nn.LayerNorm(c)
-        self.classifier = nn.Linear(c, LABELS)
-
-    def forward(self, x):
-        h, t = self.head_mlp(x), self.tail_mlp(x)
-        b, n, c = h.shape
-        k, d = self.cfg.biaffine_heads, c // self.cfg.biaffine_heads
-        hw = torch.einsum("bikp,kpoq->bkioq", h.view(b, n, k, d), self.biaffine)
-        bi = torch.einsum("bkioq,bjkq->bijko", hw, t.view(b, n, k, d)).reshape(b, n, n, c)
-        pos = torch.arange(n)
-        half = self.cfg.size_buckets // 2
-        size = self.size_embedding((pos[None, :] - pos[:, None]).clamp(-half, half - 1) + half)
-        one = h.new_ones(b, n, n, 1)
-        cat = torch.cat([h[:, :, None].expand(b, n, n, c), one, t[:, None].expand(b, n, n, c), one,
-                         size.expand(b, n, n, -1)], -1)
-        grid = bi + self.affine(cat)
-
-        heads, w = self.cfg.attention_heads, self.cfg.window
-        band = torch.zeros(n, n, dtype=torch.bool)
-        for i in range(n):
-            band[i, max(0, i - w):i + w + 1] = True
-        rows = grid.reshape(b * n, n, c)
-        q, k_, v = self.qkv(rows).view(b * n, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
-        scores = q @ k_.transpose(-1, -2) / math.sqrt(c // heads)
-        p = scores.masked_fill(~band, -math.inf).softmax(-1)
-        ctx = (p @ v).transpose(1, 2).reshape(b * n, n, c)
-        rows = rows + self.norm(self.out(ctx))
-        return self.classifier(rows).view(b, n, n, LABELS)
-
-
 def step(impl: str, head: nn.Module, x: torch.Tensor, cells: torch.Tensor) -> None:
-    logits = head(x, cells) if impl == "ours" else head(x)
+    logits = head(x, cells) if impl == "ours" else head(x, torch.full((x.shape[0],), x.shape[1]))
     F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits)).backward()
 
 
 def measure_one(impl: str, length: int, mode: str, repeats: int) -> dict:
     torch.manual_seed(0)
     cfg = ModelConfig()
-    head = SpanHead(HIDDEN, cfg, LABELS) if impl == "ours" else DenseReferenceHead(cfg)
+    head = (SpanHead(HIDDEN, cfg, LABELS) if impl == "ours" else
+            DenseSpanHead(HIDDEN, cfg.channels, cfg.biaffine_heads, cfg.size_embedding, cfg.size_buckets,
+                          LABELS, cfg.attention_heads, cfg.window))
     x = torch.randn(BATCH, length, HIDDEN, requires_grad=True)
     cells, _ = span_cells(torch.full((BATCH,), length))
     if mode == "memory":

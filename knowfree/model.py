@@ -365,7 +365,9 @@ class MaskedConv(nn.Module):
 
 class SpanHead(nn.Module):
     """Token vectors + packed cells -> logits [N, labels]; refinement by banded attention
-    (``knowfree``), masked convolutions (``cnn``) or nothing (``knowfree`` without attention)."""
+    (``knowfree``), masked convolutions (``cnn``) or nothing (``knowfree`` without attention).
+    ``knowfree/reference.py`` writes the same function out densely: it is the specification
+    (``DenseSpanHead.from_fast(head)`` holds this head's weights; tests compare the two)."""
 
     def __init__(self, hidden: int, cfg: ModelConfig, n_labels: int):
         super().__init__()

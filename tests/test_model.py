@@ -13,6 +13,7 @@ from knowfree.data.sample import Sample, Span
 from knowfree.data.schema import LabelSchema
 from knowfree.encoder import TokenEncoder, build_tiny_encoder
 from knowfree.errors import ConfigError
+from knowfree.reference import DenseSpanHead, cell_logits
 from knowfree.model import (CRF, BandedAttention, ModelConfig, bio_spans, build_model, row_offsets,
                             span_cells)
 
@@ -57,19 +58,12 @@ def make(tiny_encoder):
 # --- banded attention (fault 4 in docs/faults.md) ---------------------------------------------
 
 def dense_band_attention(att: BandedAttention, grid, lengths):
-    """Reference: every grid row attends over all L cells of its row, masked to the band and to
-    valid cells; written out densely, the way the authors compute it."""
-    b, n, _, c = grid.shape
-    h, d, w = att.heads, c // att.heads, att.window
-    q, k, v = att.qkv(grid).view(b, n, n, 3, h, d).unbind(3)
-    scores = torch.einsum("bijhd,bikhd->bihjk", q, k) / math.sqrt(d)
-    pos = torch.arange(n)
-    band = (pos[:, None] - pos[None, :]).abs() <= w  # [j, k]
-    key_ok = (pos[None, None, :] >= pos[None, :, None]) & (pos[None, None, :] < lengths[:, None, None])
-    mask = band[None, None] & key_ok[:, :, None, :]  # [b, i, j, k]
-    p = scores.masked_fill(~mask[:, :, None], -math.inf).softmax(-1)
-    ctx = torch.einsum("bihjk,bikhd->bijhd", p.nan_to_num(0.0), v).reshape(b, n, n, c)
-    return grid + att.norm(att.out(ctx))
+    """The package's dense reference (knowfree/reference.py) of the banded attention, holding
+    ``att``'s weights: every grid row attends over all L cells of its row, masked."""
+    c = grid.shape[-1]
+    ref = DenseSpanHead(1, c, 1, 1, 1, 1, att.heads, att.window).to(grid.dtype)
+    ref.qkv, ref.out, ref.norm = att.qkv, att.out, att.norm
+    return grid + ref.norm(ref.out(ref.attend(grid, lengths, None)))
 
 
 @pytest.mark.parametrize("window,lengths", [(0, [7, 3, 1, 5]), (1, [7, 3, 1, 5]), (3, [7, 3, 1, 5]),
@@ -117,6 +111,31 @@ def test_span_head_in_chunks_equals_whole_batch():
             assert (g - r).abs().max() < 1e-10
     with torch.no_grad():
         assert (head.features(x, cells) - head.features(x)[b, i, j]).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("attention,width", [(True, None), (True, 3), (False, None)])
+def test_fast_span_head_equals_the_dense_reference(attention, width):
+    """SpanHead (packed cells, split affine, banded attention with its own backward) computes
+    the function that knowfree/reference.py writes out densely over the whole grid: same
+    weights, same logits at every valid cell, same gradients with respect to the tokens."""
+    from knowfree.model import SpanHead
+    torch.manual_seed(3)
+    cfg = ModelConfig(**SMALL, dropout=0.0, local_attention=attention, window=2)
+    lengths = torch.tensor([9, 4, 1, 6])
+    cells, _ = span_cells(lengths, width)
+    x = torch.randn(len(lengths), 10, 16, dtype=torch.double, requires_grad=True)
+    head = SpanHead(16, cfg, 5).double().eval()
+    ref = DenseSpanHead.from_fast(head).eval()
+    probe = torch.randn(len(cells), 5, dtype=torch.double)
+    ours = head(x, cells)
+    theirs = cell_logits(ref, x, lengths, cells, width)
+    assert ours.shape == theirs.shape == (len(cells), 5)
+    assert (ours - theirs).abs().max() < 1e-10
+    g_ours, = torch.autograd.grad((ours * probe).sum(), x)
+    g_theirs, = torch.autograd.grad((theirs * probe).sum(), x)
+    assert (g_ours - g_theirs).abs().max() < 1e-10
+    # padding tokens of short sentences reach nothing
+    assert g_ours[1, 4:].abs().max() == 0
 
 
 def test_span_cells_are_exactly_the_upper_triangle_inside_each_sentence():
