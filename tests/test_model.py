@@ -14,8 +14,8 @@ from knowfree.data.schema import LabelSchema
 from knowfree.encoder import TokenEncoder, build_tiny_encoder
 from knowfree.errors import ConfigError
 from knowfree.reference import DenseSpanHead, cell_logits
-from knowfree.model import (CRF, BandedAttention, ModelConfig, bio_spans, build_model, row_offsets,
-                            span_cells)
+from knowfree.model import BandedAttention, ModelConfig, build_model, row_offsets, span_cells
+from knowfree.tagger import CRF, bio_spans
 
 SMALL = dict(channels=24, biaffine_heads=4, attention_heads=4, size_embedding=5, size_buckets=8)
 
