@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from seqeval.metrics.sequence_labeling import get_entities
 
-from knowfree.data.formats import detect_scheme, read, spans_to_tags, tags_to_spans, write
+from knowfree.data.formats import read, write
+from knowfree.data.tags import detect_scheme, spans_to_tags, tags_to_spans
 from knowfree.data.sample import Sample, Span
 from knowfree.errors import InputError
 

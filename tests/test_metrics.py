@@ -5,7 +5,8 @@ import pytest
 from seqeval.metrics import f1_score, precision_score, recall_score
 from seqeval.metrics.sequence_labeling import precision_recall_fscore_support
 
-from knowfree.data.formats import spans_to_tags, tags_to_spans, write
+from knowfree.data.formats import write
+from knowfree.data.tags import spans_to_tags, tags_to_spans
 from knowfree.data.registry import load_dataset
 from knowfree.data.sample import Sample, Span
 from knowfree.errors import InputError

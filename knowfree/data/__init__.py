@@ -1,6 +1,7 @@
 """Data layer: the Sample model, format readers/writers, the dataset registry, sampling."""
-from knowfree.data.formats import (FORMATS, ReadReport, ReadResult, WriteReport, detect_scheme,
-                                   read, spans_to_tags, tags_to_spans, write)
+from knowfree.data.formats import FORMATS, read, write
+from knowfree.data.reports import ReadReport, ReadResult, WriteReport
+from knowfree.data.tags import detect_scheme, spans_to_tags, tags_to_spans
 from knowfree.data.registry import REGISTRY, Dataset, DatasetEntry, load_dataset, open_dataset
 from knowfree.data.sample import EXT_PREFIX, Sample, Span, is_extension
 from knowfree.data.schema import LabelInfo, LabelSchema

@@ -78,24 +78,15 @@ import gzip
 import inspect
 import json
 import math
-import re
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
 from knowfree.data.sample import Sample, Span
 from knowfree.errors import InputError, option, shown as _shown
 from knowfree.provenance import atomic_write_gzip, atomic_write_text, decode_utf8
-
-SCHEMES = {"BIO": "BIO", "IOB2": "BIO", "BIOES": "BIOES", "IOBES": "BIOES", "BMES": "BMES"}
-# Role of each tag prefix per scheme: begin, inside, end, single, outside.
-_ROLES = {
-    "BIO": {"B": "begin", "I": "inside", "O": "outside"},
-    "BIOES": {"B": "begin", "I": "inside", "E": "end", "S": "single", "O": "outside"},
-    "BMES": {"B": "begin", "M": "inside", "E": "end", "S": "single", "O": "outside"},
-}
-_PREFIX = {scheme: {role: p for p, role in roles.items()} for scheme, roles in _ROLES.items()}
+from knowfree.data.corpora import read_kmou, read_stockmark, write_kmou, write_stockmark
+from knowfree.data.reports import Dropped, ReadReport, ReadResult, WriteReport, check_label, check_span, written_spans
+from knowfree.data.tags import (detect_scheme, normalize_scheme, spans_to_tags, split_tag, tags_to_spans)
 
 FORMATS = ("jsonl", "conll", "bio", "bioes", "bmes", "weibo", "msra", "stockmark", "kmou")
 _CONLL_PRESETS = {
@@ -109,248 +100,6 @@ _CONLL_PRESETS = {
 _FMT_CONLL = "fmt='conll'"  # the Python spelling of a hint to write plain CoNLL
 _REPORTED_LINES = 20  # line numbers kept per repair kind: enough to find them, bounded in size
 
-
-# ---------------------------------------------------------------------------------------
-# Reports
-
-
-@dataclass
-class Dropped:
-    what: str  # "sentence" or "span"
-    line: int | None
-    reason: str
-
-
-@dataclass
-class ReadReport:
-    """What a reader saw and did: counts, repairs by kind (with line numbers), drops."""
-    path: str
-    fmt: str
-    sentences: int = 0
-    tokens: int = 0
-    spans: int = 0
-    overlapping_spans: int = 0  # spans overlapping another in their sentence (nested/crossing)
-    scheme: str | None = None
-    newline: str = "\n"
-    repairs: Counter = field(default_factory=Counter)
-    repair_lines: dict[str, list[int]] = field(default_factory=dict)
-    dropped: list[Dropped] = field(default_factory=list)
-    # every sample's id comes from the file itself (a JSONL "id"), not made up by the reader
-    # from the file name and position: only then can two files be paired by id
-    ids_from_file: bool = False
-    # the line each sentence starts on, in order (None for stockmark's JSON array): how a
-    # command points at one sentence in the file
-    lines: list[int | None] = field(default_factory=list)
-
-    def repair(self, kind: str, line: int | None) -> None:
-        self.repairs[kind] += 1
-        lines = self.repair_lines.setdefault(kind, [])
-        if line is not None and len(lines) < _REPORTED_LINES:
-            lines.append(line)
-
-    def drop(self, what: str, line: int | None, reason: str) -> None:
-        self.dropped.append(Dropped(what, line, reason))
-
-    def dropped_counts(self) -> Counter:
-        return Counter(f"{d.what}: {d.reason}" for d in self.dropped)
-
-    def summary(self) -> str:
-        head = (f"{self.path} ({self.fmt}{', ' + self.scheme if self.scheme else ''}): "
-                f"{self.sentences} sentences, {self.tokens} tokens, {self.spans} spans")
-        if self.overlapping_spans:
-            head += f", {self.overlapping_spans} overlapping"
-        parts = [head]
-        for kind, n in sorted(self.repairs.items()):
-            parts.append(f"  repaired {n} x {kind} (lines {_lines(self.repair_lines.get(kind, []), n)})")
-        for reason, n in sorted(self.dropped_counts().items()):
-            lines = [d.line for d in self.dropped if f"{d.what}: {d.reason}" == reason and d.line]
-            parts.append(f"  dropped {n} x {reason} (lines {_lines(lines[:_REPORTED_LINES], n)})")
-        return "\n".join(parts)
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "fmt": self.fmt, "sentences": self.sentences,
-                "tokens": self.tokens, "spans": self.spans,
-                "overlapping_spans": self.overlapping_spans, "scheme": self.scheme,
-                "repairs": dict(self.repairs), "repair_lines": self.repair_lines,
-                "dropped": [vars(d) for d in self.dropped]}
-
-
-def _lines(lines: list[int], n: int) -> str:
-    shown = ", ".join(map(str, lines)) or "?"
-    return shown + (", ..." if n > len(lines) else "")
-
-
-@dataclass
-class ReadResult:
-    samples: list[Sample]
-    report: ReadReport
-
-
-@dataclass
-class WriteReport:
-    path: str
-    fmt: str
-    sentences: int = 0
-    spans: int = 0
-    skipped_extensions: int = 0  # extension-label spans left out (include_extensions=False)
-    dropped: list[Dropped] = field(default_factory=list)
-
-    def summary(self) -> str:
-        s = f"{self.path} ({self.fmt}): wrote {self.sentences} sentences, {self.spans} spans"
-        if self.skipped_extensions:
-            s += f"; left out {self.skipped_extensions} extension-label spans"
-        if self.dropped:
-            s += f"; dropped {len(self.dropped)} overlapping spans (flat format)"
-        return s
-
-
-def _written_spans(s: Sample, report: WriteReport, include_extensions: bool) -> list[Span]:
-    if include_extensions:
-        return list(s.spans)
-    report.skipped_extensions += len(s.extensions())
-    return s.targets()
-
-
-# ---------------------------------------------------------------------------------------
-# Tags <-> spans (pure functions)
-
-
-class Repair(NamedTuple):
-    index: int  # token position the repair happened at
-    kind: str
-
-
-class Decoded(NamedTuple):
-    spans: list[Span]
-    repairs: list[Repair]
-
-
-class Tagging(NamedTuple):
-    tags: list[str]
-    dropped: list[Span]  # spans a flat scheme could not hold (only with on_overlap="drop")
-
-
-def normalize_scheme(scheme: str) -> str:
-    key = str(scheme).upper()
-    if key not in SCHEMES:
-        raise InputError(f"unknown tag scheme {scheme!r}",
-                         fix=f"use one of {', '.join(SCHEMES)} (or 'auto' when reading)")
-    return SCHEMES[key]
-
-
-def split_tag(tag: str) -> tuple[str, str | None]:
-    """``'B-PER' -> ('B', 'PER')``, ``'O' -> ('O', None)``; ``-`` or ``_`` after the prefix."""
-    if tag == "O":
-        return "O", None
-    if len(tag) > 2 and tag[1] in "-_":
-        return tag[0], tag[2:]
-    raise ValueError(f"{_shown(tag)} is not a tag: expected O or a prefix letter, '-', and a label")
-
-
-def tags_to_spans(tags: Sequence[str], scheme: str = "BIO") -> Decoded:
-    """Decode one sentence's tags into spans, repairing invalid sequences (see module doc).
-
-    Raises ValueError for a tag that is not of the scheme (the readers add file and line)."""
-    scheme = normalize_scheme(scheme)
-    roles = _ROLES[scheme]
-    strict_end = scheme != "BIO"  # BIOES/BMES spans must be closed by E-; BIO spans just stop
-    spans: list[Span] = []
-    repairs: list[Repair] = []
-    open_label: str | None = None
-    open_start = 0
-
-    def close(end: int, at: int, proper: bool) -> None:
-        nonlocal open_label
-        if open_label is not None:
-            if strict_end and not proper:
-                repairs.append(Repair(at, "unclosed span"))
-            spans.append(Span(open_start, end, open_label))
-            open_label = None
-
-    for i, tag in enumerate(tags):
-        prefix, label = split_tag(tag)
-        role = roles.get(prefix)
-        if role is None:
-            raise ValueError(f"tag {_shown(tag)} is not a {scheme} tag (allowed prefixes: "
-                             f"{', '.join(p + '-' if p != 'O' else p for p in roles)})")
-        if role == "outside":
-            close(i, i, False)
-        elif role == "begin":
-            close(i, i, False)
-            open_label, open_start = label, i
-        elif role == "inside":
-            if open_label != label:
-                close(i, i, False)
-                repairs.append(Repair(i, "I without B"))
-                open_label, open_start = label, i
-        elif role == "end":
-            if open_label == label:
-                close(i + 1, i, True)
-            else:
-                close(i, i, False)
-                repairs.append(Repair(i, "E without B"))
-                spans.append(Span(i, i + 1, label))
-        else:  # single
-            close(i, i, False)
-            spans.append(Span(i, i + 1, label))
-    close(len(tags), len(tags), False)
-    return Decoded(spans, repairs)
-
-
-def spans_to_tags(spans: Iterable[Span], length: int, scheme: str = "BIO",
-                  on_overlap: str = "error", where: str | None = None) -> Tagging:
-    """Encode spans as one tag per token. Flat schemes cannot hold overlapping spans: with
-    ``on_overlap="error"`` they raise InputError, with ``"drop"`` the spans kept are chosen by
-    earliest start, longest first, and the others are returned in ``Tagging.dropped``."""
-    scheme = normalize_scheme(scheme)
-    if on_overlap not in ("error", "drop"):
-        raise InputError(f"on_overlap must be 'error' or 'drop', got {on_overlap!r}", where)
-    p = _PREFIX[scheme]
-    tags = ["O"] * length
-    taken: list[Span | None] = [None] * length
-    dropped: list[Span] = []
-    for s in sorted(set(spans), key=lambda s: (s.start, -(s.end - s.start), s.label)):
-        if s.end > length:
-            raise InputError(f"span [{s.start}, {s.end}) {s.label!r} lies outside the sentence "
-                             f"({length} tokens)", where, "fix the span offsets (end is exclusive)")
-        clash = next((taken[i] for i in range(s.start, s.end) if taken[i] is not None), None)
-        if clash is not None:
-            if on_overlap == "error":
-                raise InputError(
-                    f"spans [{clash.start}, {clash.end}) {clash.label!r} and [{s.start}, {s.end}) "
-                    f"{s.label!r} overlap: a flat {scheme} tagging cannot hold both", where,
-                    f"write JSONL, which holds nested spans, or pass {option('on_overlap', 'drop')} "
-                    "to keep the earliest, longest span and count the others as dropped")
-            dropped.append(s)
-            continue
-        for i in range(s.start, s.end):
-            taken[i] = s
-        if s.end - s.start == 1 and "single" in p:
-            tags[s.start] = f"{p['single']}-{s.label}"
-            continue
-        tags[s.start] = f"{p['begin']}-{s.label}"
-        for i in range(s.start + 1, s.end):
-            tags[i] = f"{p['inside']}-{s.label}"
-        if "end" in p:
-            tags[s.end - 1] = f"{p['end']}-{s.label}"
-    return Tagging(tags, dropped)
-
-
-def detect_scheme(tags: Iterable[str]) -> str:
-    """BMES if any M- tag, BIOES if any E-/S- tag, else BIO. Raises ValueError on a prefix
-    that belongs to no scheme, or on I- and M- mixed."""
-    prefixes = set()
-    for tag in tags:
-        prefix, _ = split_tag(tag)
-        if prefix not in "BIOESM":
-            raise ValueError(f"tag {_shown(tag)} has prefix {prefix!r}, which no known scheme uses "
-                             f"(known: {', '.join(sorted(set(SCHEMES.values())))})")
-        prefixes.add(prefix)
-    if "M" in prefixes:
-        if "I" in prefixes:
-            raise ValueError("the tags mix I- and M- prefixes, which matches no single scheme")
-        return "BMES"
-    return "BIOES" if prefixes & {"E", "S"} else "BIO"
 
 
 # ---------------------------------------------------------------------------------------
@@ -470,14 +219,6 @@ def _check_options(fmt: str, opts: dict, fn) -> None:
                          fix=f"allowed: {', '.join(sorted(allowed))}")
 
 
-def _label_ok(label: str, labels: set[str] | None, where: str, tag: str | None = None) -> None:
-    if labels is not None and label not in labels:
-        shown = f"tag {tag!r}" if tag else f"label {label!r}"
-        raise InputError(f"{shown} has label {label!r}, which is not in the label schema "
-                         f"({', '.join(sorted(labels))})", where,
-                         "fix the label, or pass the schema that includes it (labels=...)")
-
-
 # ---------------------------------------------------------------------------------------
 # CoNLL-style token-per-line files
 
@@ -522,7 +263,7 @@ def _read_conll(text: str, path: Path, report: ReadReport, *, scheme: str = "aut
                              f"pass the scheme the file uses ({option('scheme', 'auto')} detects it)") from None
         for r in block:
             if r.tag != "O":
-                _label_ok(split_tag(r.tag)[1], allowed, f"{path}:{r.line}", r.tag)
+                check_label(split_tag(r.tag)[1], allowed, f"{path}:{r.line}", r.tag)
         for rep in decoded.repairs:
             report.repair(rep.kind, block[min(rep.index, len(block) - 1)].line)
         meta = {"seg_pos": [r.pos for r in block]} if position_digit and keep_positions else {}
@@ -632,7 +373,7 @@ def _write_conll(samples: Sequence[Sample], report: WriteReport, *, scheme: str,
         raise InputError(f"sep must be TAB or space and newline LF or CRLF, got {sep!r}, {newline!r}")
     out = []
     for s in samples:
-        spans = _written_spans(s, report, include_extensions)
+        spans = written_spans(s, report, include_extensions)
         tagging = spans_to_tags(spans, len(s), scheme, on_overlap, where=f"sample {s.id!r}")
         report.dropped += [Dropped("span", None, f"overlap in {s.id!r}: {d}") for d in tagging.dropped]
         report.spans += len(set(spans)) - len(tagging.dropped)
@@ -689,8 +430,8 @@ def _read_jsonl(text: str, path: Path, report: ReadReport, *, lang: str = "zh",
                 raise InputError(f'entity {_shown(e)} lacks "start", "end" or "entity"', where) from None
             if not (type(start) is int and type(end) is int and isinstance(label, str)):
                 raise InputError(f"entity {_shown(e)}: start/end must be integers, entity a string", where)
-            _check_span(start, end, len(tokens), label, where)
-            _label_ok(label, allowed, where)
+            check_span(start, end, len(tokens), label, where)
+            check_label(label, allowed, where)
             span = Span(start, end, label)
             if "text" in e and _entity_text(e["text"]) not in _renderings(tokens[start:end]):
                 report.repair("entity text differs from its tokens (offsets kept)", n)
@@ -732,228 +473,10 @@ def _renderings(tokens: list[str]) -> set[str]:
     return {"".join(tokens), " ".join(tokens)}
 
 
-def _check_span(start: int, end: int, length: int, label: str, where: str) -> None:
-    if not 0 <= start < end <= length:
-        raise InputError(f"span [{start}, {end}) {label!r} lies outside the sentence of {length} "
-                         "tokens (or is empty)", where,
-                         "offsets are 0-based with the end exclusive; fix or remove the entity")
-
-
 def _write_jsonl(samples: Sequence[Sample], report: WriteReport) -> str:
     report.spans = sum(len(s.spans) for s in samples)
     return "".join(json.dumps(s.to_dict(), ensure_ascii=False) + "\n" for s in samples)
 
 
-# ---------------------------------------------------------------------------------------
-# Stockmark JSON
-
-
-def _read_stockmark(text: str, path: Path, report: ReadReport, *, lang: str = "ja",
-                    labels: Iterable[str] | None = None, id_prefix: str = "") -> list[Sample]:
-    allowed = set(labels) if labels is not None else None
-    samples = []
-    for n, rec in _json_array_records(text, path):
-        where = f"{path}:{n}"
-        if not (isinstance(rec, dict) and isinstance(rec.get("text"), str)
-                and isinstance(rec.get("entities", []), list)):
-            raise InputError('expected {"curid", "text": string, "entities": [...]}', where)
-        tokens = list(rec["text"])
-        if not tokens:
-            report.drop("sentence", n, "empty text")
-            continue
-        spans = []
-        for e in rec.get("entities", []):
-            try:
-                (start, end), label, name = e["span"], e["type"], e.get("name")
-            except (KeyError, TypeError, ValueError):
-                raise InputError(f'entity {_shown(e)}: expected {{"name", "span": [start, end], "type"}}',
-                                 where) from None
-            if not (type(start) is int and type(end) is int and isinstance(label, str)):
-                raise InputError(f"entity {_shown(e)}: span must be two integers, type a string", where)
-            _check_span(start, end, len(tokens), label, where)
-            _label_ok(label, allowed, where)
-            if name is not None and name != rec["text"][start:end]:
-                report.repair("entity name differs from the text at its span (span kept)", n)
-            if Span(start, end, label) in spans:
-                report.repair("duplicate span removed", n)
-                continue
-            spans.append(Span(start, end, label))
-        meta = {"curid": rec["curid"]} if "curid" in rec else {}
-        samples.append(Sample(tokens, spans, f"{id_prefix}-{len(samples)}", lang, meta=meta))
-        report.lines.append(None)
-    return samples
-
-
-def _json_array_records(text: str, path: Path):
-    """Yield (line number, record) for each element of a top-level JSON array."""
-    dec = json.JSONDecoder()
-    i, line = _skip_ws(text, 0), 1
-    if text[i:i + 1] != "[":
-        raise InputError("expected a JSON array of records", f"{path}:{text.count(chr(10), 0, i) + 1}")
-    i, last = i + 1, 0
-    while True:
-        i = _skip_ws(text, i)
-        if text[i:i + 1] == "]":
-            return
-        line += text.count("\n", last, i)
-        last = i
-        try:
-            rec, i = dec.raw_decode(text, i)
-        except json.JSONDecodeError as e:
-            raise InputError(f"malformed JSON ({e.msg})", f"{path}:{e.lineno}") from None
-        yield line, rec
-        i = _skip_ws(text, i)
-        if text[i:i + 1] == ",":
-            i += 1
-        elif text[i:i + 1] != "]":
-            raise InputError("expected ',' or ']' between records",
-                             f"{path}:{text.count(chr(10), 0, i) + 1}")
-
-
-def _skip_ws(text: str, i: int) -> int:
-    while i < len(text) and text[i] in " \t\r\n":
-        i += 1
-    return i
-
-
-def _write_stockmark(samples: Sequence[Sample], report: WriteReport, *,
-                     include_extensions: bool = False) -> str:
-    records = []
-    for s in samples:
-        # Offsets are characters of the joined text, so word tokens (en) convert too.
-        starts, pos = [], 0
-        for tok in s.tokens:
-            starts.append(pos)
-            pos += len(tok) + len(s.sep)
-        text = s.text
-        ents = []
-        for sp in sorted(_written_spans(s, report, include_extensions)):
-            a, b = starts[sp.start], starts[sp.end - 1] + len(s.tokens[sp.end - 1])
-            ents.append({"name": text[a:b], "span": [a, b], "type": sp.label})
-        records.append({"curid": s.meta.get("curid", s.id), "text": text, "entities": ents})
-        report.spans += len(ents)
-    # Stockmark's own file is exactly this serialisation, so a read/write round trip is exact.
-    return json.dumps(records, ensure_ascii=False, indent=4)
-
-
-# ---------------------------------------------------------------------------------------
-# KMOU morpheme format
-
-
-def _read_kmou(text: str, path: Path, report: ReadReport, *, lang: str = "ko",
-               labels: Iterable[str] | None = None, id_prefix: str = "") -> list[Sample]:
-    allowed = set(labels) if labels is not None else None
-    samples: list[Sample] = []
-    block: list[tuple[int, str]] = []
-    lines = text.split("\n")
-    for n, raw in enumerate(lines + [""], 1):
-        line = raw[:-1] if raw.endswith("\r") else raw
-        if line.strip():
-            block.append((n, line))
-            continue
-        if block:
-            sample = _kmou_sentence(block, path, report, allowed, lang)
-            if sample is not None:
-                sample.id = f"{id_prefix}-{len(samples)}"
-                samples.append(sample)
-                report.lines.append(block[0][0])
-        block = []
-    return samples
-
-
-def _kmou_sentence(block: list[tuple[int, str]], path: Path, report: ReadReport,
-                   allowed: set[str] | None, lang: str) -> Sample | None:
-    meta: dict[str, Any] = {}
-    tokens: list[str] = []
-    pos: list[str] = []
-    words: list[int] = []
-    spans: list[Span] = []
-    open_label, open_start = None, 0
-    for n, line in block:
-        if line.startswith(";"):
-            meta["raw"] = line[2:] if line.startswith("; ") else line[1:]
-            continue
-        if line.startswith("$"):
-            meta["marked"] = line[1:]
-            continue
-        cols = line.split("\t")
-        if len(cols) != 4 or not cols[0].isdigit() or not cols[1]:
-            raise InputError(f"malformed line {_shown(line)}: expected WORD_INDEX<TAB>MORPHEME<TAB>POS<TAB>TAG, "
-                             "or a '; raw' / '$marked' line", f"{path}:{n}", "fix the line")
-        i = len(tokens)
-        tag = cols[3]
-        if tag == "O" or (tag[:1] == "B" and tag[1:2] in ("_", "-") and len(tag) > 2):
-            if open_label is not None:
-                spans.append(Span(open_start, i, open_label))
-                open_label = None
-            if tag != "O":
-                open_label, open_start = tag[2:], i
-                _label_ok(open_label, allowed, f"{path}:{n}", tag)
-        elif tag == "I" or (tag[:2] in ("I_", "I-") and len(tag) > 2):
-            label = tag[2:] or open_label
-            if open_label is None and label is None:
-                report.drop("span", n, "I without B: a bare I after O has no type to give it")
-            elif label != open_label:
-                _label_ok(label, allowed, f"{path}:{n}", tag)
-                if open_label is not None:
-                    spans.append(Span(open_start, i, open_label))
-                report.repair("I without B", n)
-                open_label, open_start = label, i
-        else:
-            raise InputError(f"tag {_shown(tag)} is not a KMOU tag (expected O, B_<TYPE> or I)",
-                             f"{path}:{n}", "fix the tag")
-        tokens.append(cols[1])
-        pos.append(cols[2])
-        words.append(int(cols[0]))
-    if open_label is not None:
-        spans.append(Span(open_start, len(tokens), open_label))
-    if not tokens:
-        report.drop("sentence", block[0][0], "no morpheme lines")
-        return None
-    if "marked" in meta and _KMOU_MARK.findall(meta["marked"]) != [sp.label for sp in spans]:
-        report.repair("marked line disagrees with the morpheme tags (tags kept)", block[0][0])
-    meta.update(pos=pos, word=words)
-    return Sample(tokens, spans, "", lang, meta=meta)
-
-
-def _write_kmou(samples: Sequence[Sample], report: WriteReport, *, newline: str = "\n",
-                on_overlap: str = "error", include_extensions: bool = False) -> str:
-    out = []
-    for s in samples:
-        spans = set(_written_spans(s, report, include_extensions))
-        tagging = spans_to_tags(spans, len(s), "BIO", on_overlap, where=f"sample {s.id!r}")
-        report.dropped += [Dropped("span", None, f"overlap in {s.id!r}: {d}") for d in tagging.dropped]
-        kept = sorted(spans - set(tagging.dropped))
-        report.spans += len(kept)
-        pos = s.meta.get("pos") if len(s.meta.get("pos", ())) == len(s) else ["NA"] * len(s)
-        words = s.meta.get("word") if len(s.meta.get("word", ())) == len(s) else range(1, len(s) + 1)
-        raw = s.meta.get("raw", s.text)
-        # Morphemes are normalised forms, so marks cannot be put back into the raw text in
-        # general: the marked line read from the file is kept while its marks still name the
-        # sample's spans (same types, same order); otherwise marks wrap the tokens.
-        marked = s.meta.get("marked")
-        if marked is None or _KMOU_MARK.findall(marked) != [sp.label for sp in kept]:
-            marked = _kmou_marked(s, kept)
-        out.append(f"; {raw}{newline}${marked}{newline}")
-        for tok, p, w, tag in zip(s.tokens, pos, words, tagging.tags):
-            if "\t" in tok or "\n" in tok:
-                raise InputError(f"token {_shown(tok)} of sample {s.id!r} cannot be written as a KMOU line")
-            kmou_tag = "O" if tag == "O" else ("B_" + tag[2:] if tag[0] == "B" else "I")
-            out.append(f"{w}\t{tok}\t{p}\t{kmou_tag}{newline}")
-        out.append(newline)
-    return "".join(out)
-
-
-_KMOU_MARK = re.compile(r"<[^<>]*:([^<>:]+)>")
-
-
-def _kmou_marked(s: Sample, spans: list[Span]) -> str:
-    pieces = list(s.tokens)
-    for sp in spans:
-        pieces[sp.start] = "<" + pieces[sp.start]
-        pieces[sp.end - 1] = pieces[sp.end - 1] + f":{sp.label}>"
-    return s.sep.join(pieces)
-
-
-_READERS = {"jsonl": _read_jsonl, "stockmark": _read_stockmark, "kmou": _read_kmou}
-_WRITERS = {"jsonl": _write_jsonl, "stockmark": _write_stockmark, "kmou": _write_kmou}
+_READERS = {"jsonl": _read_jsonl, "stockmark": read_stockmark, "kmou": read_kmou}
+_WRITERS = {"jsonl": _write_jsonl, "stockmark": write_stockmark, "kmou": write_kmou}

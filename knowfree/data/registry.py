@@ -52,7 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from knowfree.data.formats import ReadReport, read
+from knowfree.data.formats import read
+from knowfree.data.reports import ReadReport
 from knowfree.data.sample import Sample
 from knowfree.errors import DataNotFound, InputError
 from knowfree.provenance import atomic_write_bytes, cache_root, hash_samples, sha256_bytes, sha256_file
