@@ -51,7 +51,7 @@ class Key:
 
 TYPES = ("int", "float", "str", "bool", "list[int]", "list[str]")
 
-KNOWLEDGE = ("none", "taggers", "llm", "both")
+KNOWLEDGE_CHOICES = ("none", "taggers", "llm", "both")
 HEADS = ("knowfree", "cnn", "tagger")
 TRAIN_SETS = ("gold", "fusion", "syn_fusion")
 # Rows of the ablation table (notebooks 04 and 05), see knowfree.experiment.VARIANTS.
@@ -79,7 +79,7 @@ KEYS: dict[str, Key] = {
     "encoder": Key("str", "encoder alias, hub id or folder (knowfree.encoder), or 'tiny': a "
                           "random 2-layer encoder for smoke runs"),
     "knowledge": Key("str", "where extension labels come from; llm and both also synthesise "
-                            "explanations", choices=KNOWLEDGE),
+                            "explanations", choices=KNOWLEDGE_CHOICES),
     "llm": Key("str", "LLM model name as the response cache records it"),
     "llm_replay": Key("bool", "answer LLM requests only from the response cache (no server); "
                               "a missing answer is an error that lists it"),

@@ -2,7 +2,7 @@
 import re
 
 from knowfree.__main__ import main
-from knowfree.data.cli import split_stats
+from knowfree.data.cli import sample_stats
 from knowfree.data.sample import Sample, Span
 
 BIO = "张 B-PER\n三 I-PER\n在 O\n北 B-LOC\n京 I-LOC\n\n好 O\n\n"
@@ -18,7 +18,7 @@ def test_stats_weibo_prints_the_published_counts(mirror, capsys):
 
 def test_split_stats_counts_nested_spans():
     s = [Sample(list("北京大学"), [Span(0, 2, "LOC"), Span(0, 4, "ORG")]), Sample(list("好"), [])]
-    st = split_stats(s)
+    st = sample_stats(s)
     assert (st["sentences"], st["tokens"], st["spans"], st["longest"], st["nested"]) == (2, 5, 2, 4, 2)
     assert st["labels"] == {"LOC": 1, "ORG": 1}
 

@@ -16,7 +16,7 @@ from knowfree.errors import InputError, spelled
 from knowfree.provenance import guard_outputs
 
 
-def split_stats(samples: Sequence[Sample]) -> dict:
+def sample_stats(samples: Sequence[Sample]) -> dict:
     """Sentences, tokens, spans (total and per label), longest sentence, nested spans."""
     return {"sentences": len(samples), "tokens": sum(len(s) for s in samples),
             "spans": sum(len(s.spans) for s in samples),
@@ -26,7 +26,7 @@ def split_stats(samples: Sequence[Sample]) -> dict:
 
 
 def stats_text(splits: dict[str, Sequence[Sample]]) -> str:
-    stats = {name: split_stats(samples) for name, samples in splits.items()}
+    stats = {name: sample_stats(samples) for name, samples in splits.items()}
     table = pd.DataFrame({name: {k: v for k, v in st.items() if k != "labels"}
                           for name, st in stats.items()}).T
     table.index.name = "split"

@@ -40,7 +40,7 @@ from knowfree.errors import ConfigError, shown
 from knowfree.knowledge.normalise import UNKNOWN_ENTITY_POLICIES
 from knowfree.provenance import REPO_ROOT
 
-KNOWLEDGE = ("llm", "taggers", "both")
+KNOWLEDGE_SOURCES = ("llm", "taggers", "both")
 LLM_KINDS = ("entity", "pos")
 
 _REQUIRED = object()
@@ -105,8 +105,8 @@ def validate_augment_config(raw: dict) -> dict:
     if (cfg["dataset"] is None) == (cfg["train_file"] is None):
         raise ConfigError("augment config needs exactly one of dataset (a registry name) and "
                           "train_file (a file)")
-    if cfg["knowledge"] not in KNOWLEDGE:
-        raise ConfigError(f"knowledge must be one of {KNOWLEDGE}, got {cfg['knowledge']!r}")
+    if cfg["knowledge"] not in KNOWLEDGE_SOURCES:
+        raise ConfigError(f"knowledge must be one of {KNOWLEDGE_SOURCES}, got {cfg['knowledge']!r}")
     if cfg["unknown_entities"] not in UNKNOWN_ENTITY_POLICIES:
         raise ConfigError(f"unknown_entities must be one of {UNKNOWN_ENTITY_POLICIES}")
     if cfg["lang"] is not None and cfg["lang"] not in LANGS:
