@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,15 +51,21 @@ def load_full(dataset: str) -> dict[str, list[Sample]]:
 
 @dataclass
 class Setting:
-    """One low-resource setting: K training sentences of a dataset, dev and test, as files."""
+    """One low-resource setting: K training sentences of a dataset (or the sentences that hold K
+    mentions of every label, ``k_shot``), dev and test, as files."""
     dataset: str
-    k: int
+    k: int  # training sentences
     sample_seed: int
     max_len: int
     eval_limit: int
     folder: Path
     splits: dict[str, list[Sample]]
     dropped: dict[str, int]  # sentences longer than max_len, per split
+    k_shot: int = 0  # > 0: the training set is the K-shot sampler's, with this many mentions per label
+
+    @property
+    def size_name(self) -> str:
+        return f"kshot{self.k_shot}" if self.k_shot else f"k{self.k}"
 
     @property
     def name(self) -> str:
@@ -76,23 +83,32 @@ class Setting:
 
 
 def prepare(dataset: str, k: int, sample_seed: int, work_dir: Path, max_len: int = 0,
-            eval_limit: int = 0) -> Setting:
+            eval_limit: int = 0, k_shot: int = 0) -> Setting:
     """The K-sentence setting: ``max_len`` filters every split first (0: no filter), then the
-    training set is the first K of the seeded permutation (nested across K for one seed), and
-    dev and test are cut to their first ``eval_limit`` sentences (0: all)."""
+    training set is the first K of the seeded permutation (nested across K for one seed) or,
+    with ``k_shot`` > 0, the K-shot sampler's sentences (``k_shot`` mentions of every target
+    label, ``k`` unused), and dev and test are cut to their first ``eval_limit`` sentences (0: all)."""
     splits, dropped = {}, {}
     for split, samples in _load(dataset).items():
         kept = [s for s in samples if not max_len or len(s) <= max_len]
         splits[split], dropped[split] = kept, len(samples) - len(kept)
-    subset = sampling.k_sentences(splits["train"], k, seed=sample_seed, dataset=dataset)
+    if k_shot:
+        labels = sorted({t.label for x in splits["train"] + splits.get("dev", []) for t in x.targets()})
+        subset = sampling.k_shot(splits["train"], k_shot, seed=sample_seed, labels=labels, dataset=dataset)
+        for label, found in subset.shortfall.items():
+            print(f"warning: k_shot={k_shot}: label {label} has only {found} mentions in train; all are used",
+                  file=sys.stderr)
+    else:
+        subset = sampling.k_sentences(splits["train"], k, seed=sample_seed, dataset=dataset)
     splits["train"] = subset.select(splits["train"])
     if eval_limit:
         splits["dev"], splits["test"] = splits["dev"][:eval_limit], splits["test"][:eval_limit]
-    folder = Path(work_dir) / "data" / f"{dataset}-k{k}-s{sample_seed}-len{max_len}-eval{eval_limit}"
+    size = f"kshot{k_shot}" if k_shot else f"k{k}"
+    folder = Path(work_dir) / "data" / f"{dataset}-{size}-s{sample_seed}-len{max_len}-eval{eval_limit}"
     for split, samples in splits.items():
         formats.write(samples, folder / f"{split}.jsonl", "jsonl")
     sampling.save_subset(subset, folder / "subset.json")
-    return Setting(dataset, k, sample_seed, max_len, eval_limit, folder, splits, dropped)
+    return Setting(dataset, len(splits["train"]), sample_seed, max_len, eval_limit, folder, splits, dropped, k_shot)
 
 
 # ---------------------------------------------------------------------------- statistics
@@ -136,7 +152,7 @@ def llm_used(knowledge: str) -> bool:
 
 def llm_cache_dir(P: Mapping[str, Any], setting: Setting) -> str:
     """The response cache: ``llm_cache``, or the committed one named after the setting."""
-    return P["llm_cache"] or f"data/cache/llm/{setting.dataset}-k{setting.k}-s{setting.sample_seed}"
+    return P["llm_cache"] or f"data/cache/llm/{setting.dataset}-{setting.size_name}-s{setting.sample_seed}"
 
 
 def describe_llm(P: Mapping[str, Any]) -> str:

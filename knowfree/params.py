@@ -66,6 +66,8 @@ KEYS: dict[str, Key] = {
     "dataset": Key("str", "registry name (knowfree.data.registry)"),
     "datasets": Key("list[str]", "registry names, one table block each"),
     "k": Key("int", "training sentences: the first k of the seeded nested subset", minimum=1),
+    "k_shot": Key("int", "0: train on k sentences; N > 0: on the sentences that hold N mentions of "
+                         "every target label instead (the K-shot sampler; k is then unused)", minimum=0),
     "ks": Key("list[int]", "training-set sizes to compare", minimum=1),
     "sample_seed": Key("int", "seed of the K-sentence subset (one subset per K, nested across K; "
                               "committed LLM caches are made for one such subset)"),
@@ -142,7 +144,7 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "04_ablations": _WHERE + ("dataset",) + _GRID + _KNOW + ("syn_init",) + _TRAIN,
     "05_cross_lingual": _WHERE + ("datasets",) + _GRID + _KNOW + ("syn_init",) + _TRAIN,
     "06_your_data": _WHERE + ("data_path", "data_format", "dataset_name", "labels", "lang", "k",
-                              "sample_seed") + _KNOW + _TRAIN + ("seed", "n_show", "export_format"),
+                              "k_shot", "sample_seed") + _KNOW + _TRAIN + ("seed", "n_show", "export_format"),
 }
 TOP_LEVEL = ("run_name", "shared", "notebooks")
 

@@ -13,7 +13,8 @@ Run folder layout::
     config.json            validated config with defaults filled in (its hash names the run)
     data.json              data provenance: content hashes, file sha256s, reader reports,
                            language, window counts per split
-    subset.json            the K-sentence subset (ids, seed, content hash) when data.k is set
+    subset.json            the training subset (method, ids, seed, content hash) when data.k
+                           (K sentences) or data.k_shot (K mentions per label) is set
     schema.json            label schema
     encoder.json, encoder/ encoder spec, backbone config and tokenizer (no weights)
     model.safetensors      selected (best dev F1) weights, encoder included; metadata: epoch
@@ -42,7 +43,7 @@ from knowfree.checkpoints import (TRAINED_FILES, RUN_FILES, RunDir, init_from_ru
 from knowfree.data import formats
 from knowfree.data.registry import open_dataset
 from knowfree.data.sample import Sample, Span, is_extension
-from knowfree.data.sampling import Subset, k_sentences, save_subset
+from knowfree.data.sampling import Subset, k_sentences, k_shot, save_subset
 from knowfree.data.schema import WEIGHT_PRESETS, LabelSchema
 from knowfree.backbones import provenance as encoder_provenance
 from knowfree.errors import ConfigError, InputError, KnowfreeError, int_at_least, path_given, spelled
@@ -93,13 +94,23 @@ def load_data(data_cfg: dict) -> tuple[dict[str, list[Sample]], dict, Subset | N
             info["files"][split] = {"path": str(path), "sha256": sha256_file(path),
                                     "report": result.report.to_dict()}
     subset = None
+    name = data_cfg["dataset"] or (data_cfg["train_file"] and Path(data_cfg["train_file"]).stem)
     if data_cfg["k"] is not None:
-        name = data_cfg["dataset"] or Path(data_cfg["train_file"]).stem
         subset = k_sentences(splits["train"], data_cfg["k"], seed=data_cfg["sample_seed"],
                              dataset=name, split="train")
+    elif data_cfg["k_shot"] is not None:
+        # every target label the data define, also one train lacks (it is then a shortfall)
+        subset = k_shot(splits["train"], data_cfg["k_shot"], seed=data_cfg["sample_seed"],
+                        labels=info.get("targets"), dataset=name, split="train")
+        for label, found in subset.shortfall.items():
+            print(f"warning: data.k_shot={subset.k}: label {label} has only {found} mentions in the "
+                  "train split; all of them are used", file=sys.stderr)
+    if subset is not None:
         splits["train"] = subset.select(splits["train"])
         info["subset"] = {"k": subset.k, "seed": subset.seed, "content_hash": subset.content_hash,
                           "file": "subset.json"}
+        if subset.method == "k-shot":
+            info["subset"].update(method=subset.method, sentences=len(subset.ids), shortfall=subset.shortfall)
     for split in ("train", "dev"):
         if not splits.get(split):
             raise ConfigError(f"the {split} split is empty; check data.{split}_file / data.dataset")
@@ -258,7 +269,7 @@ def _evaluate(model, samples: list[Sample], batch_size: int, device, precision: 
 def _default_run_dir(config: dict) -> Path:
     d = config["data"]
     name = "-".join(x for x in (d["dataset"], d["train_file"] and Path(d["train_file"]).stem) if x)
-    k = f"k{d['k']}" if d["k"] else "full"
+    k = f"k{d['k']}" if d["k"] else f"kshot{d['k_shot']}" if d["k_shot"] else "full"
     return (REPO_ROOT / "results" / "runs" /
             f"{name}-{k}-{config['model']['head']}-s{config['train']['seed']}-{config_hash(config)[:8]}")
 

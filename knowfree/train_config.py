@@ -40,6 +40,8 @@ CONFIG_SCHEMA: dict[str, dict[str, _Field]] = {
         "test_file": _Field((str,), None, nullable=True),
         "format": _Field((str,), "jsonl"),
         "k": _Field((int,), None, nullable=True, check=_POS),
+        # K mentions per target label instead of K sentences (the K-shot sampler); not with k
+        "k_shot": _Field((int,), None, nullable=True, check=_POS),
         "sample_seed": _Field((int,), DEFAULT_SEED),  # the sampler's default, as notebooks use
         "schema_file": _Field((str,), None, nullable=True),
         # a rule name of knowfree.data.schema, or {rule: NAME, **its arguments}
@@ -160,6 +162,12 @@ def validate_config(config: dict) -> dict:
     if d["dataset"] is not None and (d["dev_file"] or d["test_file"]):
         raise ConfigError("data.dev_file / data.test_file go with data.train_file, not data.dataset "
                           "(with both, dev and test come from the dataset)")
+    if d["k"] is not None and d["k_shot"] is not None:
+        raise ConfigError(f"data.k ({d['k']} sentences) and data.k_shot ({d['k_shot']} mentions per label) "
+                          "are two ways to draw the training subset; set one of them (the other null)")
+    if d["dataset"] is not None and d["train_file"] is not None and d["k_shot"] is not None:
+        raise ConfigError("data.k_shot draws from the dataset's train split; with data.train_file the "
+                          "file is the training set (fix: k_shot: null)")
     if d["dataset"] is not None and d["train_file"] is not None and d["k"] is not None:
         raise ConfigError("data.k draws from the dataset's train split; with data.train_file the "
                           "file is the training set (fix: k: null; a fusion set of a K-sentence "
@@ -189,7 +197,7 @@ def validate_config(config: dict) -> dict:
 # they hold it, so that older run folders (whose config.json lacks them) keep their hash.
 _HASH_NEUTRAL = {("train", "precision"): "fp32", ("model", "freeze_embeddings"): False,
                  ("model", "freeze_layers"): 0, ("model", "max_span_length"): None,
-                 ("train", "init_from"): None, ("train", "weight_preset"): None}
+                 ("train", "init_from"): None, ("data", "k_shot"): None, ("train", "weight_preset"): None}
 
 
 def config_hash(config: dict) -> str:

@@ -171,6 +171,18 @@ def test_taggers_source_writes_fusion_schema_and_stats(data):
     assert augment(config(data, k=3, sample_seed=1)).stats["provenance"]["fusion_hash"] == prov["fusion_hash"]
 
 
+def test_k_shot_setting_is_the_samplers_subset(data):
+    """k_shot: the knowledge is added to the K-shot sampler's sentences, and stats say so."""
+    from knowfree.data.sampling import k_shot
+
+    result = augment(config(data, k_shot=1, sample_seed=1))
+    expected = k_shot(samples(TRAIN, "train"), 1, seed=1, labels=["GPE.NAM", "ORG.NAM", "PER.NAM"])
+    assert [s.id for s in result.fusion] == expected.ids
+    stats = result.stats["setting"]
+    assert stats["method"] == "k-shot" and stats["k"] == 1 and stats["sentences"] == len(expected.ids)
+    assert stats["content_hash"] == expected.content_hash
+
+
 # --- LLM: live through a server, then pure replay --------------------------------------------
 
 
@@ -380,6 +392,8 @@ def test_synthesis_refuses_a_model_from_another_setting(data):
     ({"knowledge": "llm", "llm": {"base_url": "http://x/v1", "serve": "1.5b", "cache": "c"}}, "not both"),
     ({"knowledge": "llm", "llm": {"serve": "my.gguf", "cache": "c"}}, "llm.model must be set when llm.serve"),
     ({"k": 0}, "k must be >= 1"),
+    ({"k_shot": 0}, "k_shot must be >= 1"),
+    ({"k": 3, "k_shot": 1}, r"k \(3 sentences\) and k_shot \(1 mentions per label\)"),
     ({"schema": {"rule": "nope"}}, "schema.rule"),
     ({"synthesis": {"enabled": True}, "llm": {"model": "m", "cache": "c", "mode": "replay"}},
      "exactly one of run_dir"),

@@ -125,3 +125,37 @@ def test_what_cannot_work_is_refused_with_the_flag_to_fix(local, tmp_path, capsy
     assert "DATA" in capsys.readouterr().err
     assert main(["init", str(tmp_path / "x.jsonl"), "--name", "ok", "--out", str(local / "ok")]) == 0
     assert "python -m knowfree train" in capsys.readouterr().out
+
+
+def test_k_shot_reaches_train_augment_and_notebook_settings_alike(toy, local, tmp_path):  # noqa: F811
+    """init --k-shot N: train.yaml and augment.yaml both draw the K-shot sampler's subset, and
+    notebook 06's setting (experiment.prepare with k_shot) holds the same sentences."""
+    from knowfree import experiment
+    from knowfree.knowledge.pipeline import augment
+
+    formats.write(toy_samples(60, 3, "mine"), tmp_path / "mine.jsonl", "jsonl")
+    with pytest.raises(ConfigError, match="--k 10 and --k-shot 2"):
+        init_project(tmp_path / "mine.jsonl", "both", out=local / "both", k=10, k_shot=2)
+    assert main(["init", str(tmp_path / "mine.jsonl"), "--name", "shots", "--k-shot", "2",
+                 "--out", str(local / "shots")]) == 0
+    folder = local / "shots"
+    train_cfg = yaml.safe_load((folder / "train.yaml").read_text(encoding="utf-8"))
+    assert train_cfg["data"]["k_shot"] == 2 and train_cfg["data"]["k"] is None
+    _, encoder = toy
+    config = load_config(folder / "train.yaml", [f"model.encoder={encoder}", "train.epochs=1", "model.channels=32",
+                                                 "model.biaffine_heads=2", "model.attention_heads=4",
+                                                 "train.threads=1"])
+    train(config, tmp_path / "run", progress=False)
+    trained = json.loads((tmp_path / "run" / "subset.json").read_text(encoding="utf-8"))
+    cfg = load_augment_config(folder / "augment.yaml")
+    cfg["output"] = str(tmp_path / "augmented")
+    fusion = augment(cfg).fusion
+    setting = experiment.prepare("shots", 0, 42, tmp_path / "work", k_shot=2)
+    assert trained["method"] == "k-shot" and trained["ids"] == [s.id for s in fusion] == \
+        [s.id for s in setting.splits["train"]]
+    assert setting.k == len(trained["ids"]) and "kshot2" in setting.folder.name
+    counts = {}
+    for s in fusion:
+        for sp in s.targets():
+            counts[sp.label] = counts.get(sp.label, 0) + 1
+    assert min(counts.values()) >= 2

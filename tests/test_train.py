@@ -4,6 +4,7 @@ seed (fault 11), and bad configs fail with a message that names the key."""
 import csv
 import json
 import random
+from collections import Counter
 
 import pytest
 import torch
@@ -301,6 +302,8 @@ def test_long_training_sentences_become_windows_without_losing_spans(toy):
     ({"model": {"head": "crf"}}, r"model.*head must be one of"),
     ({"data": {"dataset": "weibo", "dev_file": None}}, r"go with data.train_file, not data.dataset"),
     ({"data": {"dataset": "weibo", "dev_file": None, "test_file": None, "k": 250}}, r"data.k draws from the dataset"),
+    ({"data": {"k": 8, "k_shot": 2}}, r"data.k \(8 sentences\) and data.k_shot \(2 mentions per label\)"),
+    ({"data": {"k_shot": 0}}, r"'data.k_shot' must be > 0"),
     ({"data": {"train_file": None, "dev_file": None}}, r"needs data.dataset .* or data.train_file"),
     ({"data": {"dev_file": None}}, r"dev_file is required"),
     ({"data": {"extension_weight_rule": "loud"}}, r"extension_weight_rule"),
@@ -315,6 +318,29 @@ def test_bad_config_is_refused_with_the_key_named(toy, change, message):
         config.setdefault(section, {}).update(values)
     with pytest.raises(ConfigError, match=message):
         validate_config(config)
+
+
+def test_k_shot_trains_on_k_mentions_per_label_and_records_the_subset(toy, tmp_path):
+    """data.k_shot: the training set is the K-shot sampler's subset of train (every label at
+    least K mentions where train has them, no sentence removable without breaking that), written
+    to subset.json, and the same config gives the same subset and the same weights."""
+    from knowfree.data.sampling import k_shot, load_subset
+
+    config = toy_config(toy, epochs=1)
+    config["data"]["k_shot"] = 2
+    runs = [tmp_path / "a", tmp_path / "b"]
+    for run in runs:
+        train(config, run, progress=False)
+    subset = load_subset(runs[0] / "subset.json")
+    train_set = toy_samples(16, 0, "train")
+    assert subset.method == "k-shot" and subset.k == 2
+    assert subset.ids == k_shot(train_set, 2, seed=subset.seed).ids
+    chosen = subset.select(train_set)
+    counts = Counter(sp.label for s in chosen for sp in s.targets())
+    assert min(counts.values()) >= 2 and len(chosen) < len(train_set)
+    data = json.loads((runs[0] / "data.json").read_text())
+    assert data["counts"]["train"] == len(chosen) == data["subset"]["sentences"]
+    assert same_weights(weights(runs[0]), weights(runs[1]))
 
 
 def test_config_file_overrides_and_cli_error(toy, tmp_path, capsys):

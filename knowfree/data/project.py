@@ -189,7 +189,7 @@ def init_project(data: str | Path, name: str, out: str | Path | None = None, fmt
                  split: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 42, k: int | None = None,
                  knowledge: str = "none", llm_url: str | None = None, llm_model: str | None = None,
                  llm_key_env: str = "OPENAI_API_KEY", nested: bool | None = None,
-                 licence: str = "not stated", reuse: bool = False) -> InitResult:
+                 licence: str = "not stated", reuse: bool = False, k_shot: int | None = None) -> InitResult:
     """Read, check and write a local dataset and its configs; see the module docstring.
     ``reuse``: a folder that init already wrote from the same input files with the same options
     is returned as it is (a notebook run again); any difference is an error, never a rewrite."""
@@ -204,6 +204,10 @@ def init_project(data: str | Path, name: str, out: str | Path | None = None, fmt
         raise ConfigError(f"--lang {lang!r}: one of {', '.join(LANGS)}")
     if len(split) != 3 or any(f <= 0 for f in split) or abs(sum(split) - 1) > 1e-6:
         raise ConfigError(f"--split {','.join(map(str, split))}: three positive fractions that sum to 1")
+    if k is not None and k_shot is not None:
+        raise ConfigError(f"--k {k} and --k-shot {k_shot}: two ways to draw the training subset; give one")
+    if k_shot is not None and k_shot < 1:
+        raise ConfigError(f"--k-shot {k_shot}: at least 1 (mentions per label)")
     if knowledge not in ("none", "taggers", "llm"):
         raise ConfigError(f"--knowledge {knowledge!r}: one of none, taggers, llm")
     if knowledge == "llm" and not (llm_url and llm_model):
@@ -215,6 +219,8 @@ def init_project(data: str | Path, name: str, out: str | Path | None = None, fmt
                "split": list(split), "seed": seed, "k": k, "knowledge": knowledge, "llm_url": llm_url,
                "llm_model": llm_model, "llm_key_env": llm_key_env, "nested": nested, "licence": licence,
                "inputs": {key: sha256_file(f) for key, f in files.items()}}
+    if k_shot is not None:  # only when given, so folders written before the flag existed still match
+        options["k_shot"] = k_shot
     if reuse and (out / MANIFEST).is_file():
         return _reused(out, options)
     # a new or empty folder: so no input (which would be inside it) can be overwritten
@@ -322,6 +328,7 @@ def _span_width(result: InitResult) -> int | None:
 def _write(result: InitResult, data: Path, name: str, k, knowledge, llm_url, llm_model,
            llm_key_env, licence, seed, options: dict) -> None:
     out = result.out
+    k_shot = options.get("k_shot")
 
     def fill(tmp: Path) -> None:
         for split_name, samples in result.splits.items():
@@ -340,7 +347,7 @@ def _write(result: InitResult, data: Path, name: str, k, knowledge, llm_url, llm
         }
         atomic_write_json(tmp / MANIFEST, manifest)
         train_cfg = {
-            "data": {"dataset": name, "k": k, "sample_seed": seed},
+            "data": {"dataset": name, "k": k, **({"k_shot": k_shot} if k_shot else {}), "sample_seed": seed},
             "model": {"head": "knowfree", "encoder": ENCODERS.get(result.lang, DEFAULT_ENCODER),
                       "freeze_embeddings": True, "max_span_length": width, "flat": not result.nested},
             # the project's small-data recipe (configs/sweeps/backbones_weibo.yaml, K=250)
@@ -355,12 +362,15 @@ def _write(result: InitResult, data: Path, name: str, k, knowledge, llm_url, llm
         shown = _shown(out)
         atomic_write_text(tmp / "train.yaml", f"# python -m knowfree train {shown}/train.yaml\n"
                           "# written by `python -m knowfree init`; edit freely. On the knowledge of\n"
-                          f"# augment.yaml: --set data.train_file={augmented}/fusion.jsonl --set data.k=null\n"
+                          f"# augment.yaml: --set data.train_file={augmented}/fusion.jsonl --set data.k=null"
+                          + (" --set data.k_shot=null" if k_shot else "") + "\n"
                           + dump(train_cfg))
-        augment = {"dataset": name, "k": k, "sample_seed": seed, "knowledge": source, "output": augmented}
+        augment = {"dataset": name, "k": k, **({"k_shot": k_shot} if k_shot else {}), "sample_seed": seed,
+                   "knowledge": source, "output": augmented}
+        size = f"kshot{k_shot}" if k_shot else f"k{k or 'all'}"
         if knowledge == "llm":
             augment["llm"] = {"base_url": llm_url, "model": llm_model, "api_key_env": llm_key_env,
-                              "mode": "live", "cache": f"data/cache/llm/{name}-k{k or 'all'}-s{seed}"}
+                              "mode": "live", "cache": f"data/cache/llm/{name}-{size}-s{seed}"}
         atomic_write_text(tmp / "augment.yaml", f"# python -m knowfree augment {shown}/augment.yaml\n"
                                                 "# knowledge for the training set (taggers: offline; llm: "
                                                 "your endpoint, answers cached and replayable)\n" + dump(augment))
@@ -379,7 +389,10 @@ def _write(result: InitResult, data: Path, name: str, k, knowledge, llm_url, llm
             params["notebooks"] = dict(sorted(params["notebooks"].items()))
         atomic_write_text(tmp / "params.yaml", f"# make reproduce PARAMS={shown}/params.yaml\n"
                                                "# notebooks 01-03 on this dataset; results in results/runs/"
-                                               f"{name}/\n" + dump(params))
+                                               f"{name}/\n"
+                                               + (f"# --k-shot {k_shot} is in train.yaml and augment.yaml; these notebooks "
+                                                  "train on k sentences (notebook 06 takes k_shot)\n" if k_shot else "")
+                                               + dump(params))
         atomic_write_text(tmp / "report.md", report(result, width))
 
     # written into a temporary sibling and renamed: --out is the whole dataset or nothing
@@ -436,6 +449,8 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--split", default="0.8,0.1,0.1", help="train,dev,test fractions for one file (default 0.8,0.1,0.1)")
     p.add_argument("--seed", type=int, default=42, help="seed of every split and of the K-sentence subset")
     p.add_argument("--k", type=int, default=None, help="train on a K-sentence subset (default: all of train)")
+    p.add_argument("--k-shot", type=int, default=None, metavar="N",
+                   help="train on the sentences that hold N mentions of every label (the K-shot sampler), not with --k")
     p.add_argument("--knowledge", default="none", help="none, taggers (offline) or llm (needs --llm-url, --llm-model)")
     p.add_argument("--llm-url", default=None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8080/v1")
     p.add_argument("--llm-model", default=None, help="model name the endpoint serves")
@@ -454,7 +469,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     labels = [l.strip() for l in args.labels.split(",") if l.strip()] if args.labels else None
     r = init_project(args.data, args.name, args.out, args.format, labels, args.lang, split, args.seed,
                      args.k, args.knowledge, args.llm_url, args.llm_model, args.llm_key_env, args.nested,
-                     args.licence)
+                     args.licence, k_shot=args.k_shot)
     counts = ", ".join(f"{s} {len(v)}" for s, v in r.splits.items())
     shown = _shown(r.out)
     print(f"{shown}: dataset {args.name!r} ({r.lang}, {counts} sentences, labels {', '.join(r.labels)}); "

@@ -8,6 +8,7 @@ Config (YAML, defaults in ``DEFAULTS``)::
 
     dataset: weibo          # registry name; or train_file (+ dev_file, format) instead
     k: 250                  # K-sentence subset (null: the whole training split)
+    k_shot: null            # or K mentions per target label (the K-shot sampler), not with k
     sample_seed: 42
     knowledge: taggers      # llm | taggers | both
     tagger: null            # lac | jieba | sudachi | kiwi; null: the language's default
@@ -46,7 +47,7 @@ LLM_KINDS = ("entity", "pos")
 _REQUIRED = object()
 DEFAULTS: dict[str, Any] = {
     "dataset": None, "train_file": None, "dev_file": None, "format": "jsonl", "lang": None,
-    "k": None, "sample_seed": 42,
+    "k": None, "k_shot": None, "sample_seed": 42,
     "knowledge": "taggers", "tagger": None, "unknown_entities": "drop",
     "schema": {"rule": "count"},
     "llm": {"base_url": None, "model": None, "serve": None, "servers": 1, "api_key_env": "OPENAI_API_KEY",
@@ -63,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
 }
 # Values whose type differs from their default's (None defaults, or several types allowed).
 _TYPES: dict[str, tuple] = {
-    "dataset": (str,), "train_file": (str,), "dev_file": (str,), "lang": (str,), "k": (int,),
+    "dataset": (str,), "train_file": (str,), "dev_file": (str,), "lang": (str,), "k": (int,), "k_shot": (int,),
     "tagger": (str,), "schema": (dict, str), "output": (str,),
     "llm.base_url": (str, list), "llm.model": (str,), "llm.serve": (str,), "llm.cache": (str,), "llm.seed": (int,),
     "llm.prompts": (str, dict), "llm.temperature": (float, int), "llm.timeout": (float, int),
@@ -114,6 +115,11 @@ def validate_augment_config(raw: dict) -> dict:
                           f"got {shown(cfg['lang'])}")
     if cfg["k"] is not None and cfg["k"] < 1:
         raise ConfigError(f"k must be >= 1 or null, got {cfg['k']}")
+    if cfg["k_shot"] is not None and cfg["k_shot"] < 1:
+        raise ConfigError(f"k_shot must be >= 1 or null, got {cfg['k_shot']}")
+    if cfg["k"] is not None and cfg["k_shot"] is not None:
+        raise ConfigError(f"k ({cfg['k']} sentences) and k_shot ({cfg['k_shot']} mentions per label) are two "
+                          "ways to draw the subset; set one of them (the other null)")
     rule = cfg["schema"] if isinstance(cfg["schema"], dict) else {"rule": cfg["schema"]}
     check_rule(rule, "schema")
     cfg["schema"] = {"rule": "count", **rule}

@@ -79,13 +79,20 @@ def knowledge_code_hash() -> str:
     return hash_json({str(p.relative_to(root)): sha256_file(p) for p in files})
 
 
+def augment_config_hash(cfg: dict) -> str:
+    """Hash of what can change an augment run's output: not where it goes, and not a key added
+    later while it holds its neutral value (k_shot: null), so older runs keep their names."""
+    return hash_json({k: v for k, v in cfg.items() if k != "output" and not (k == "k_shot" and v is None)})
+
+
 def default_output(cfg: dict, setting_name: str) -> Path:
-    parts = [setting_name, f"k{cfg['k']}" if cfg["k"] else "full", f"s{cfg['sample_seed']}", cfg["knowledge"]]
+    size = f"k{cfg['k']}" if cfg["k"] else f"kshot{cfg['k_shot']}" if cfg["k_shot"] else "full"
+    parts = [setting_name, size, f"s{cfg['sample_seed']}", cfg["knowledge"]]
     if cfg["knowledge"] != "llm" and cfg["tagger"]:
         parts.append(cfg["tagger"])
     if cfg["synthesis"]["enabled"]:
         parts.append("syn")
-    chash = hash_json({k: v for k, v in cfg.items() if k != "output"})[:8]
+    chash = augment_config_hash(cfg)[:8]
     return REPO_ROOT / "results" / "runs" / "augment" / ("-".join(parts) + "-" + chash)
 
 
@@ -197,7 +204,7 @@ def augment(config: dict, progress: bool = False, inputs=()) -> AugmentResult:
         "provenance": {
             "git_commit": git_commit(), "knowledge_code_hash": knowledge_code_hash(), "knowfree": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "config": _redacted(cfg), "config_hash": hash_json({k: v for k, v in cfg.items() if k != "output"}),
+            "config": _redacted(cfg), "config_hash": augment_config_hash(cfg),
             "data": setting.data, "subset": setting.subset,
             "gold_hash": hash_samples(setting.gold), "fusion_hash": hash_samples(fusion),
             "knowledge": described, "python": sys.version.split()[0],

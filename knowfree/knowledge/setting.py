@@ -40,8 +40,9 @@ def load_setting(cfg: dict) -> AugmentSetting:
                 "content_hash": {"train": hash_samples(train), "dev": hash_samples(dev)}}
     if cfg["lang"] and cfg["lang"] != lang:
         raise ConfigError(f"lang {cfg['lang']!r} differs from the data's language {lang!r}")
-    if cfg["k"] is not None:
-        sub = sampling.k_sentences(train, cfg["k"], seed=cfg["sample_seed"], dataset=name)
+    if cfg["k"] is not None or cfg["k_shot"] is not None:
+        sub = (sampling.k_sentences(train, cfg["k"], seed=cfg["sample_seed"], dataset=name) if cfg["k"] is not None
+               else sampling.k_shot(train, cfg["k_shot"], seed=cfg["sample_seed"], labels=targets, dataset=name))
         gold = sub.select(train)
         subset = {"method": sub.method, "k": sub.k, "seed": sub.seed, "content_hash": sub.content_hash}
     else:
