@@ -217,6 +217,9 @@ OTHER_PRODUCERS = {
     "tables/backbones_weibo.": "python scripts/backbones_table.py (after the two sweeps it names)",
     "sweeps/backbones_weibo/": "python -m knowfree sweep configs/sweeps/backbones_weibo.yaml "
                                "--out results/sweeps/backbones_weibo (2 CPU cores)",
+    "tables/knowledge_weibo_k250_m3e.": "python scripts/knowledge_table.py (after the sweep it names)",
+    "sweeps/knowledge_weibo_k250_m3e/": "python -m knowfree sweep configs/sweeps/knowledge_weibo_k250_m3e.yaml "
+                                        "--out results/sweeps/knowledge_weibo_k250_m3e --jobs 2 (2 CPU cores)",
 }
 
 _README_HEAD = """# Results

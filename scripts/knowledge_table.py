@@ -14,6 +14,9 @@ down before any of its test scores was seen). Nothing here chooses anything on t
     python -m knowfree sweep configs/sweeps/knowledge_weibo_k250_m3e.yaml \\
         --out results/sweeps/knowledge_weibo_k250_m3e --jobs 2
     python scripts/knowledge_table.py
+
+Also draws results/figures/knowledge_weibo_k250_m3e.png: dev F1 of every run against the
+training sentences it has seen.
 """
 from __future__ import annotations
 
@@ -94,9 +97,43 @@ def train_size(run: dict) -> str:
     return str(counts.get("train", ""))
 
 
+def dev_curve(run: dict) -> list[tuple[int, float]]:
+    """(training sentences seen, dev F1 %) at every scored epoch of a run: epochs of sets of
+    different sizes (250 gold sentences, 2,373 with explanations) on one axis."""
+    with open(ROOT / run["run_dir"] / "epochs.csv", encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r["dev_f1"]]
+    n = int(train_size(run) or 0)
+    return [(int(r["epoch"]) * n, 100 * float(r["dev_f1"])) for r in rows]
+
+
+def figure(cells: list, path: Path) -> None:
+    """Dev F1 against training sentences seen, one colour per variant, one line per seed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for c, (name, _, rows) in enumerate(cells):
+        for k, run in enumerate(rows):
+            xs, ys = zip(*dev_curve(run)) if dev_curve(run) else ((), ())
+            ax.plot(xs, ys, color=f"C{c}", linewidth=1, alpha=0.8, label=name if k == 0 else None)
+    ax.set_xlabel("training sentences seen (epochs x set size)")
+    ax.set_ylabel("dev F1 (%)")
+    ax.set_ylim(bottom=40)
+    ax.legend(fontsize="small", loc="lower right")
+    ax.set_title("Weibo K=250, m3e-small: dev F1 during training (one line per seed)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110, metadata={"Software": None})
+    tmp.replace(path)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "tables" / "knowledge_weibo_k250_m3e")
+    ap.add_argument("--figure", type=Path, default=ROOT / "results" / "figures" / "knowledge_weibo_k250_m3e.png")
     args = ap.parse_args(argv)
 
     gold = sorted(read_runs(GOLD[0], {GOLD[1]}), key=lambda r: int(r["seed"]))
@@ -173,6 +210,8 @@ def main(argv=None) -> int:
               + f"; encoder `{gold[0]['encoder']}`; device `{gold[0]['device']}`."]
     if verdicts:
         lines += ["", "Test differences against gold: " + "; ".join(verdicts) + "."]
+    lines += ["", f"Learning curves: `{args.figure.relative_to(ROOT) if args.figure.is_relative_to(ROOT) else args.figure}`."]
+    figure([c for c in cells if c[2]], args.figure)
     atomic_write_text(args.out.with_name(args.out.name + ".csv"), table.getvalue())
     atomic_write_text(args.out.with_name(args.out.name + ".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
