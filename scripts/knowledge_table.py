@@ -45,6 +45,7 @@ VARIANTS = [
     ("llm", "+ extension labels from the LLM"),
     ("llm-syn", "+ LLM labels + explanation sentences (from the pretrained encoder)"),
     ("llm-syn-warm", "+ LLM labels + explanation sentences (continued from the llm run)"),
+    ("llm-syn-m3e-warm", "+ LLM labels + explanation sentences labelled by the llm run, continued from it"),
 ]
 # the only configuration keys a knowledge variant may set differently from its gold run
 ALLOWED = {"data.k", "data.train_file", "train.epochs", "train.eval_every", "output.checkpoint_every",
