@@ -33,12 +33,24 @@ PYEOF
 then
     echo "install_llm: llama.cpp server already installed"
 else
-    cpu=$(grep -m1 '^flags' /proc/cpuinfo | sha256sum | cut -c1-12)
-    wheels="$CACHE/wheels/llama-cpp-python-$cpu"
+    # The vector extensions this CPU lists, each switched on by name, and never AMX: a virtual
+    # machine here lists amx_tile in its CPU flags without enabling the tile registers, and a
+    # -march=native build then dies with a general protection fault on the first ldtilecfg of
+    # ggml's AMX matmul (any prompt longer than a few tokens). "noamx" keys the wheel cache, so
+    # a wheel built the old way is never reused.
+    flags=$(grep -m1 '^flags' /proc/cpuinfo)
+    isa=""
+    for pair in avx:AVX avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2 avx_vnni:AVX_VNNI avx512f:AVX512 \
+                avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
+        if grep -qw "${pair%%:*}" <<<"$flags"; then isa="$isa -DGGML_${pair##*:}=ON"; fi
+    done
+    cpu=$(sha256sum <<<"$flags" | cut -c1-12)
+    wheels="$CACHE/wheels/llama-cpp-python-$cpu-noamx"
     if ! ls "$wheels"/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
-        echo "install_llm: building llama-cpp-python 0.3.36 (about 5 min)"
+        echo "install_llm: building llama-cpp-python 0.3.36 (about 5 min) with$isa"
         # CPU only, no BLAS, none of llama.cpp's own tools: the server is the Python one.
-        CMAKE_ARGS="-DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_BLAS=OFF \
+        CMAKE_ARGS="-DGGML_NATIVE=OFF$isa -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF \
+-DGGML_CUDA=OFF -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_BLAS=OFF \
 -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF" \
         CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
             "$PY" -m pip wheel -q --no-cache-dir --no-deps -w "$wheels" llama-cpp-python==0.3.36
