@@ -71,8 +71,15 @@ def knowledge_claim():
     return "\n".join(row(r) for r in rows("knowledge_weibo_k250_m3e"))
 
 
-CLAIMS = {"knowledge on m3e": knowledge_claim, "vocabulary coverage": vocab_claim, "fast settings without frozen layers": fast_l0_claim,
+CLAIMS = {"knowledge on m3e": knowledge_claim, "vocabulary coverage": vocab_claim,
+          "fast settings without frozen layers": fast_l0_claim,
           "Chinese encoders": backbone_claim, "export throughput": export_claim}
+
+
+def test_findings_quote_the_knowledge_table():
+    """results/FINDINGS.md repeats the README's knowledge rows: both come from the same CSV."""
+    findings = (REPO_ROOT / "results" / "FINDINGS.md").read_text(encoding="utf-8")
+    assert " ".join(knowledge_claim().split()) in " ".join(findings.split())
 
 
 @pytest.mark.parametrize("name", sorted(CLAIMS))
