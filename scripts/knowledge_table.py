@@ -1,8 +1,9 @@
-"""What each kind of knowledge adds on the Chinese encoder: results/tables/knowledge_weibo_k250_m3e.md.
+"""What each kind of knowledge adds on the Chinese encoder: results/tables/knowledge_weibo_k{K}_m3e.md.
 
-Joins the gold-only m3e-k250 runs of configs/sweeps/backbones_weibo.yaml (the baseline) with the
-runs of configs/sweeps/knowledge_weibo_k250_m3e.yaml (the same recipe on the knowledge-augmented
-training sets). Before anything is averaged it checks that every knowledge run has the recipe of
+K=250 (the default): joins the gold-only m3e-k250 runs of configs/sweeps/backbones_weibo.yaml (the
+baseline) with the runs of configs/sweeps/knowledge_weibo_k250_m3e.yaml (the same recipe on the
+knowledge-augmented training sets). K=50 (`--k 50`, the few-shot cell): configs/sweeps/
+knowledge_weibo_k50_m3e.yaml holds its own gold group. Before anything is averaged it checks that every knowledge run has the recipe of
 the gold run with the same seed, key for key, except the keys a variant is allowed to change
 (its training file, epochs, evaluation and checkpoint cadence, the warm start), and the same dev
 and test data; a mismatch is an error that names the run and the key.
@@ -13,9 +14,9 @@ down before any of its test scores was seen). Nothing here chooses anything on t
 
     python -m knowfree sweep configs/sweeps/knowledge_weibo_k250_m3e.yaml \\
         --out results/sweeps/knowledge_weibo_k250_m3e --jobs 2
-    python scripts/knowledge_table.py
+    python scripts/knowledge_table.py            # and --k 50 after knowledge_weibo_k50_m3e.yaml
 
-Also draws results/figures/knowledge_weibo_k250_m3e.png: dev F1 of every run against the
+Also draws results/figures/knowledge_weibo_k{K}_m3e.png: dev F1 of every run against the
 training sentences it has seen.
 """
 from __future__ import annotations
@@ -37,8 +38,19 @@ from speed_quality_table import welch  # noqa: E402
 
 from knowfree.provenance import atomic_write_text, git_commit, sha256_file  # noqa: E402
 
-GOLD = ("results/sweeps/backbones_weibo/summary.csv", "m3e-k250")
-SWEEP = "results/sweeps/knowledge_weibo_k250_m3e/summary.csv"
+# per K: where the gold runs are (summary, group), the knowledge sweep, what differs from gold
+# besides the training file, and the lowest dev F1 the figure shows (early epochs sit near 0)
+SETTINGS = {
+    250: {"gold": ("results/sweeps/backbones_weibo/summary.csv", "m3e-k250"),
+          "sweep": "results/sweeps/knowledge_weibo_k250_m3e/summary.csv",
+          "differs": "its training file and, for the explanation sets, 6 epochs of about 297 steps in "
+                     "place of 60 of 32",
+          "ymin": 40},
+    50: {"gold": ("results/sweeps/knowledge_weibo_k50_m3e/summary.csv", "gold"),
+         "sweep": "results/sweeps/knowledge_weibo_k50_m3e/summary.csv",
+         "differs": "its training file (100 epochs of 7 steps for every variant)",
+         "ymin": 0},
+}
 # (group, what its training set adds), in the order of the paper's ablation
 VARIANTS = [
     ("taggers", "+ extension labels from the offline taggers (LAC)"),
@@ -107,7 +119,7 @@ def dev_curve(run: dict) -> list[tuple[int, float]]:
     return [(int(r["epoch"]) * n, 100 * float(r["dev_f1"])) for r in rows]
 
 
-def figure(cells: list, path: Path) -> None:
+def figure(cells: list, path: Path, k: int = 250, ymin: float = 40) -> None:
     """Dev F1 against training sentences seen, one colour per variant, one line per seed."""
     import matplotlib
     matplotlib.use("Agg")
@@ -120,9 +132,9 @@ def figure(cells: list, path: Path) -> None:
             ax.plot(xs, ys, color=f"C{c}", linewidth=1, alpha=0.8, label=name if k == 0 else None)
     ax.set_xlabel("training sentences seen (epochs x set size)")
     ax.set_ylabel("dev F1 (%)")
-    ax.set_ylim(bottom=40)
+    ax.set_ylim(bottom=ymin)
     ax.legend(fontsize="small", loc="lower right")
-    ax.set_title("Weibo K=250, m3e-small: dev F1 during training (one line per seed)")
+    ax.set_title(f"Weibo K={k}, m3e-small: dev F1 during training (one line per seed)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.png")
@@ -133,24 +145,33 @@ def figure(cells: list, path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "tables" / "knowledge_weibo_k250_m3e")
-    ap.add_argument("--figure", type=Path, default=ROOT / "results" / "figures" / "knowledge_weibo_k250_m3e.png")
+    ap.add_argument("--k", type=int, choices=sorted(SETTINGS), default=250,
+                    help="training sentences of the cell (default 250)")
+    ap.add_argument("--out", type=Path, help="table path without suffix (default "
+                    "results/tables/knowledge_weibo_k{K}_m3e)")
+    ap.add_argument("--figure", type=Path, help="default results/figures/knowledge_weibo_k{K}_m3e.png")
     args = ap.parse_args(argv)
+    setting = SETTINGS[args.k]
+    args.out = args.out or ROOT / "results" / "tables" / f"knowledge_weibo_k{args.k}_m3e"
+    args.figure = args.figure or ROOT / "results" / "figures" / f"knowledge_weibo_k{args.k}_m3e.png"
+    (gold_file, gold_group), sweep_file = setting["gold"], setting["sweep"]
 
-    gold = sorted(read_runs(GOLD[0], {GOLD[1]}), key=lambda r: int(r["seed"]))
+    if not (ROOT / gold_file).is_file():
+        raise SystemExit(f"{gold_file} does not exist: run the sweep that writes it first")
+    gold = sorted(read_runs(gold_file, {gold_group}), key=lambda r: int(r["seed"]))
     if not gold:
-        raise SystemExit(f"no finished {GOLD[1]} runs in {GOLD[0]}: run configs/sweeps/backbones_weibo.yaml first")
+        raise SystemExit(f"no finished {gold_group} runs in {gold_file}: run its sweep first")
     gold_by_seed = {r["seed"]: r for r in gold}
-    sweep = read_runs(SWEEP, {g for g, _ in VARIANTS}) if (ROOT / SWEEP).is_file() else []
+    sweep = read_runs(sweep_file, {g for g, _ in VARIANTS}) if (ROOT / sweep_file).is_file() else []
     for r in sweep:
         if r["seed"] not in gold_by_seed:
-            raise RecipeMismatch(f"{r['run_dir']}: seed {r['seed']} has no gold run in {GOLD[0]}")
+            raise RecipeMismatch(f"{r['run_dir']}: seed {r['seed']} has no gold run in {gold_file}")
         check_recipe(r, gold_by_seed[r["seed"]])
 
     def f1(rows, split):
         return [100 * float(r[f"{split}_f1"]) for r in rows]
 
-    cells = [("gold", "the 250 gold sentences alone", gold)]
+    cells = [("gold", f"the {args.k} gold sentences alone", gold)]
     for group, what in VARIANTS:
         cells.append((group, what, sorted((r for r in sweep if r["group"] == group), key=lambda r: int(r["seed"]))))
 
@@ -160,12 +181,11 @@ def main(argv=None) -> int:
                 "test_f1_mean", "test_f1_std", "test_f1_per_seed", "dev_diff_vs_gold", "dev_diff_ci95",
                 "test_diff_vs_gold", "test_diff_ci95", "best_epochs", "epochs_run", "train_s_per_epoch",
                 "device", "encoder", "knowledge", "llm", "git_commit", "config_hashes", "data_hashes", "source"])
-    inputs = [GOLD[0]] + ([SWEEP] if sweep else [])
-    lines = ["# What each kind of knowledge adds (Weibo NER, 250 gold sentences, m3e-small, KnowFREE head)", "",
+    inputs = sorted({gold_file} | ({sweep_file} if sweep else set()))
+    lines = [f"# What each kind of knowledge adds (Weibo NER, {args.k} gold sentences, m3e-small, KnowFREE head)", "",
              "F1 in percent of the dev-selected epoch, mean ± sample std over training seeds 0, 1, 2; the "
              "difference of the means to gold with a 95 % Welch interval. Every run has the gold recipe key "
-             "for key (checked) except its training file and, for the explanation sets, 6 epochs of about "
-             "297 steps in place of 60 of 32. Produced by `python scripts/knowledge_table.py` at "
+             f"for key (checked) except {setting['differs']}. Produced by `python scripts/knowledge_table.py` at "
              f"{git_commit()}; inputs "
              + ", ".join(f"`{p}` (sha256 {sha256_file(ROOT / p)[:16]})" for p in inputs) + ".", "",
              "| variant | adds | runs | train sentences | dev F1 | test F1 | test per seed | dev − gold [95 % CI] "
@@ -212,7 +232,7 @@ def main(argv=None) -> int:
     if verdicts:
         lines += ["", "Test differences against gold: " + "; ".join(verdicts) + "."]
     lines += ["", f"Learning curves: `{args.figure.relative_to(ROOT) if args.figure.is_relative_to(ROOT) else args.figure}`."]
-    figure([c for c in cells if c[2]], args.figure)
+    figure([c for c in cells if c[2]], args.figure, args.k, setting["ymin"])
     atomic_write_text(args.out.with_name(args.out.name + ".csv"), table.getvalue())
     atomic_write_text(args.out.with_name(args.out.name + ".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))

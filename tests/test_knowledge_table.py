@@ -48,13 +48,15 @@ def test_other_dev_or_test_data_is_refused(tmp_path):
         kt.check_recipe(run(tmp_path, "test", CONFIG, {**HASHES, "test": "x"}), gold)
 
 
-def test_committed_runs_share_the_gold_recipe():
-    """Every finished run the committed table averages passes the check (skipped before the sweep ran)."""
-    path = REPO_ROOT / kt.SWEEP
-    if not path.is_file():
-        pytest.skip(f"{kt.SWEEP} not committed yet")
-    gold = {r["seed"]: r for r in kt.read_runs(kt.GOLD[0], {kt.GOLD[1]})}
-    runs = kt.read_runs(kt.SWEEP, {g for g, _ in kt.VARIANTS})
-    assert runs
+@pytest.mark.parametrize("k", sorted(kt.SETTINGS))
+def test_committed_runs_share_the_gold_recipe(k):
+    """Every finished run a committed table averages passes the check (skipped before its sweep ran)."""
+    setting = kt.SETTINGS[k]
+    (gold_file, gold_group), sweep_file = setting["gold"], setting["sweep"]
+    if not (REPO_ROOT / sweep_file).is_file():
+        pytest.skip(f"{sweep_file} not committed yet")
+    gold = {r["seed"]: r for r in kt.read_runs(gold_file, {gold_group})}
+    runs = kt.read_runs(sweep_file, {g for g, _ in kt.VARIANTS})
+    assert runs and gold
     for r in runs:
         kt.check_recipe(r, gold[r["seed"]])
