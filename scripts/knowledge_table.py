@@ -45,11 +45,11 @@ SETTINGS = {
           "sweep": "results/sweeps/knowledge_weibo_k250_m3e/summary.csv",
           "differs": "its training file and, for the explanation sets, 6 epochs of about 297 steps in "
                      "place of 60 of 32",
-          "ymin": 40},
+          "ymin": 40, "variants": None},
     50: {"gold": ("results/sweeps/knowledge_weibo_k50_m3e/summary.csv", "gold"),
          "sweep": "results/sweeps/knowledge_weibo_k50_m3e/summary.csv",
          "differs": "its training file (100 epochs of 7 steps for every variant)",
-         "ymin": 0},
+         "ymin": 0, "variants": ("taggers", "llm")},
 }
 # (group, what its training set adds), in the order of the paper's ablation
 VARIANTS = [
@@ -59,6 +59,22 @@ VARIANTS = [
     ("llm-syn-warm", "+ LLM labels + explanation sentences (continued from the llm run)"),
     ("llm-syn-m3e-warm", "+ LLM labels + explanation sentences labelled by the llm run, continued from it"),
 ]
+
+
+def last_quarter(run: dict) -> tuple[float, float, float]:
+    """Dev F1 (%) at the first and the last scored epoch of a run's last quarter of epochs, and the
+    least-squares slope through the scored epochs of that quarter in points per 10 epochs: the
+    sweep's rule calls a length enough when the gold runs no longer rise there."""
+    with open(ROOT / run["run_dir"] / "epochs.csv", encoding="utf-8") as f:
+        rows = [(int(r["epoch"]), 100 * float(r["dev_f1"])) for r in csv.DictReader(f) if r["dev_f1"]]
+    start = rows[-1][0] * 3 / 4
+    tail = [(e, f) for e, f in rows if e > start]
+    xs, ys = [e for e, _ in tail], [f for _, f in tail]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return ys[0], ys[-1], 10 * slope
+
+
 # the only configuration keys a knowledge variant may set differently from its gold run
 ALLOWED = {"data.k", "data.train_file", "train.epochs", "train.eval_every", "output.checkpoint_every",
            "train.init_from"}
@@ -127,9 +143,9 @@ def figure(cells: list, path: Path, k: int = 250, ymin: float = 40) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
     for c, (name, _, rows) in enumerate(cells):
-        for k, run in enumerate(rows):
+        for j, run in enumerate(rows):
             xs, ys = zip(*dev_curve(run)) if dev_curve(run) else ((), ())
-            ax.plot(xs, ys, color=f"C{c}", linewidth=1, alpha=0.8, label=name if k == 0 else None)
+            ax.plot(xs, ys, color=f"C{c}", linewidth=1, alpha=0.8, label=name if j == 0 else None)
     ax.set_xlabel("training sentences seen (epochs x set size)")
     ax.set_ylabel("dev F1 (%)")
     ax.set_ylim(bottom=ymin)
@@ -173,6 +189,8 @@ def main(argv=None) -> int:
 
     cells = [("gold", f"the {args.k} gold sentences alone", gold)]
     for group, what in VARIANTS:
+        if setting["variants"] is not None and group not in setting["variants"]:
+            continue
         cells.append((group, what, sorted((r for r in sweep if r["group"] == group), key=lambda r: int(r["seed"]))))
 
     table = io.StringIO()
@@ -226,6 +244,16 @@ def main(argv=None) -> int:
                      f"{' / '.join(f'{x:.2f}' for x in test)} | {' '.join(diffs['dev']).strip()} | "
                      f"{' '.join(diffs['test']).strip()} | {' '.join(r['best_epoch'] for r in rows)} | "
                      f"{per_epoch:.1f} |")
+    quarters = [(r["seed"], *last_quarter(r)) for r in gold]
+    lines += ["", "Length of training (the sweep's rule: enough if gold dev F1 no longer rises over the last "
+              "quarter of the epochs): gold dev F1 at the first and the last scored epoch of that quarter, and "
+              "the least-squares slope through its scored epochs, per seed: "
+              + "; ".join(f"seed {s} {a:.1f} -> {b:.1f}, slope {k:+.2f} points per 10 epochs" for s, a, b, k in quarters)
+              + (" (no gold seed still rising)." if all(k <= 0 for *_, k in quarters)
+                 else " (at least one gold seed still rising: the length may be short).")]
+    lines += ["", "Test precision / recall (%, mean over seeds): " + "; ".join(
+        f"{name} {statistics.mean(100 * float(r['test_p']) for r in rows):.1f} / "
+        f"{statistics.mean(100 * float(r['test_r']) for r in rows):.1f}" for name, _, rows in cells if rows) + "."]
     knowledge = sorted({f"`{r['knowledge']}`" for r in sweep})
     lines += ["", "Knowledge sources: " + (", ".join(knowledge) if knowledge else "none run yet")
               + f"; encoder `{gold[0]['encoder']}`; device `{gold[0]['device']}`."]
