@@ -203,7 +203,8 @@ def main(argv=None) -> int:
     lines = [f"# What each kind of knowledge adds (Weibo NER, {args.k} gold sentences, m3e-small, KnowFREE head)", "",
              "F1 in percent of the dev-selected epoch, mean ± sample std over training seeds 0, 1, 2; the "
              "difference of the means to gold with a 95 % Welch interval. Every run has the gold recipe key "
-             f"for key (checked) except {setting['differs']}. Produced by `python scripts/knowledge_table.py` at "
+             f"for key (checked) except {setting['differs']}. Produced by `python scripts/knowledge_table.py"
+             f"{'' if args.k == 250 else f' --k {args.k}'}` at "
              f"{git_commit()}; inputs "
              + ", ".join(f"`{p}` (sha256 {sha256_file(ROOT / p)[:16]})" for p in inputs) + ".", "",
              "| variant | adds | runs | train sentences | dev F1 | test F1 | test per seed | dev − gold [95 % CI] "
