@@ -78,11 +78,23 @@ class World:
         return batch[self.rank::self.size]
 
 
+def joined() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def leave() -> None:
+    """Destroy the process group. A process that exits with it alive leaves gloo's worker
+    threads to the interpreter's teardown, which aborts it now and then (SIGABRT, 'terminate
+    called without an active exception'; seen in CI)."""
+    if joined():
+        dist.destroy_process_group()
+
+
 def setup(device: torch.device) -> World:
     """The process group the launcher set up in the environment, joined if not yet; a world of
     one without a launcher."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1 and not (dist.is_available() and dist.is_initialized()):
+    if size <= 1 and not joined():
         return World()
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")

@@ -287,10 +287,14 @@ def train(config: dict, run_dir: str | Path | None = None, progress: bool = True
     before = torch.get_num_threads()
     if config["train"]["threads"]:
         torch.set_num_threads(config["train"]["threads"])
+    # a process group this call joins, it leaves; one the caller set up stays the caller's
+    owned = not distributed.joined()
     try:
         return _train(config, run_dir, progress, stop_after, inputs)
     finally:
         torch.set_num_threads(before)
+        if owned:
+            distributed.leave()
 
 
 def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs) -> dict:
