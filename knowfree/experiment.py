@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from knowfree.config import notebook_config
 from knowfree.data import formats, registry, sampling
 from knowfree.data.sample import Sample
 from knowfree.provenance import hash_json, hash_samples
@@ -302,22 +303,23 @@ def init_for(train_set: str, head: str, extensions: bool, knowledge: Knowledge |
     return run_dir
 
 
+# notebook parameters every training run takes from P (the others come from the setting, the
+# run's head and seed)
+TRAINER_PARAMS = ("freeze_embeddings", "freeze_layers", "max_span_length", "epochs", "batch_size",
+                  "encoder_lr", "head_lr", "threads", "eval_every", "precision")
+
+
 def train_config(setting: Setting, train_file: Path, head: str, extensions: bool, *, seed: int,
                  P: Mapping[str, Any], init_from: str | None = None) -> dict:
-    """The trainer config of one run (knowfree.train_config.CONFIG_SCHEMA) from notebook parameters;
+    """The trainer config of one run (knowfree.config) from notebook parameters;
     ``init_from``: a run folder to start from (``init_for``)."""
-    config = {
-        "data": {"train_file": str(train_file), "dev_file": str(setting.file("dev")),
-                 "test_file": str(setting.file("test")), "format": "jsonl"},
-        "model": {"head": head, "encoder": encoder_path(P["encoder"], setting),
-                  "use_extensions": extensions, "freeze_embeddings": P["freeze_embeddings"],
-                  "freeze_layers": P["freeze_layers"],
-                  "max_span_length": P["max_span_length"] or None},
-        "train": {"epochs": P["epochs"], "batch_size": P["batch_size"], "encoder_lr": P["encoder_lr"],
-                  "head_lr": P["head_lr"], "seed": seed, "threads": P["threads"],
-                  "eval_every": P["eval_every"], "precision": P["precision"]},
-        "output": {"keep_last": False},
-    }
+    # the notebook parameters that set trainer keys, translated by knowfree.config.NOTEBOOK_KEYS
+    config = notebook_config({k: P[k] for k in TRAINER_PARAMS})
+    config["data"] = {"train_file": str(train_file), "dev_file": str(setting.file("dev")),
+                      "test_file": str(setting.file("test")), "format": "jsonl"}
+    config["model"].update(head=head, encoder=encoder_path(P["encoder"], setting), use_extensions=extensions)
+    config["train"]["seed"] = seed
+    config["output"] = {"keep_last": False}
     if init_from is not None:
         config["train"]["init_from"] = str(init_from)
     return config
@@ -332,7 +334,7 @@ def train_run(config: dict, work_dir: Path, label: str, keep_weights: bool = Tru
     metrics are written: ablation grids need only scores, and each e5-small checkpoint is about
     0.5 GB. A run that was complete before (notebook 03's) keeps its weights."""
     from knowfree.train import train
-    from knowfree.train_config import config_hash, validate_config
+    from knowfree.config import config_hash, validate_config
 
     folder = Path(work_dir) / "train" / f"{label}-{config_hash(validate_config(config))[:8]}"
     existed = (folder / "metrics.json").is_file()

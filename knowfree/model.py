@@ -24,107 +24,16 @@ Every model built by ``build_model`` offers the same interface to the trainer an
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from knowfree.data.sample import Sample, is_extension
+from knowfree.config import ModelConfig  # the head settings, typed with every other config key
 from knowfree.data.schema import LabelSchema
 from knowfree.errors import ConfigError
 from knowfree.portable import greedy_spans
-
-HEADS = ("knowfree", "cnn", "tagger")
-
-
-def _type_ok(value, default) -> bool:
-    if default is None:  # the one optional field, an int or null
-        return value is None or (isinstance(value, int) and not isinstance(value, bool))
-    if isinstance(default, bool) or isinstance(value, bool):  # bool is an int in Python
-        return isinstance(value, bool) and isinstance(default, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    return isinstance(value, type(default))
-
-
-@dataclass
-class ModelConfig:
-    head: str = "knowfree"
-    encoder: str = "e5-small-offline"
-    piece_position: bool = True
-    encoder_attention: str = "bidirectional"
-    # LayerNorm on the token vectors before any head: e5-small's come out at RMS ~0.2 and
-    # Qwen2.5's at ~7, and at the head's lr 1e-3 the small ones left every head predicting
-    # "O" for the first hundreds of steps (a linear probe on frozen e5 vectors fit 32 Weibo
-    # sentences in 100 steps with it, 300 without)
-    input_norm: bool = True
-    # Frozen parts of the pretrained backbone (not trained, not in checkpoints, which record
-    # their sha256 instead). freeze_embeddings: the word-embedding table alone (e5-small: 96 M
-    # of its 118 M parameters); positions, token types and the embedding LayerNorm still train.
-    # freeze_layers: N > 0 freezes the whole embedding block and the bottom N layers, which
-    # then run without dropout.
-    freeze_embeddings: bool = False
-    freeze_layers: int = 0
-    # widest span cell (tokens) the span heads compute; None: every i <= j, as the paper. The
-    # head's cost grows with the cells: Weibo's longest entity is 11 characters, its sentences
-    # average 55, and a width of 16 computes half the cells
-    max_span_length: int | None = None
-    channels: int = 200  # head/tail MLP size = span feature channels
-    biaffine_heads: int = 4
-    size_embedding: int = 25
-    size_buckets: int = 30
-    local_attention: bool = True
-    window: int = 3
-    attention_heads: int = 10
-    dropout: float = 0.4
-    cnn_layers: int = 3
-    use_extensions: bool = True
-    flat: bool = True
-    threshold: float = 0.5
-    tagger_crf: bool = False
-
-    def __post_init__(self):
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if not _type_ok(value, f.default):
-                want = "int or null" if f.default is None else type(f.default).__name__
-                raise ConfigError(f"model config {f.name!r} must be {want}, got {value!r}")
-        problems = []
-        if self.head not in HEADS:
-            problems.append(f"head must be one of {HEADS}, got {self.head!r}")
-        # each size by name, so that the message points at the key to fix
-        problems += [f"{k} must be >= 1, got {getattr(self, k)}" for k in
-                     ("channels", "biaffine_heads", "attention_heads", "size_buckets", "size_embedding")
-                     if getattr(self, k) < 1]
-        problems += [f"{k} must be >= 0, got {getattr(self, k)}" for k in ("window", "cnn_layers")
-                     if getattr(self, k) < 0]
-        # a head count of 0 is reported above, not divided by
-        for heads in ("biaffine_heads", "attention_heads"):
-            if getattr(self, heads) >= 1 and self.channels % getattr(self, heads):
-                problems.append(f"channels ({self.channels}) must be divisible by {heads} "
-                                f"({getattr(self, heads)})")
-        if self.max_span_length is not None and self.max_span_length < 1:
-            problems.append(f"max_span_length must be >= 1 or null, got {self.max_span_length}")
-        if self.freeze_layers < 0:
-            problems.append(f"freeze_layers must be >= 0, got {self.freeze_layers}")
-        if not 0 <= self.dropout < 1:
-            problems.append(f"dropout must be in [0, 1), got {self.dropout}")
-        if not 0 < self.threshold < 1:
-            problems.append(f"threshold must be in (0, 1), got {self.threshold}")
-        if problems:
-            raise ConfigError("bad model config: " + "; ".join(problems))
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown model config key(s) {unknown}; known keys: {sorted(known)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def build_model(cfg: ModelConfig, schema: LabelSchema, encoder: nn.Module | None = None) -> "NerModel":

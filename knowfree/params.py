@@ -32,6 +32,7 @@ from typing import Any, Mapping
 import yaml
 
 from knowfree import yamlio
+from knowfree.config import HEADS, PRECISIONS
 from knowfree.errors import ConfigError
 from knowfree.provenance import REPO_ROOT, decode_utf8, hash_json
 
@@ -52,7 +53,6 @@ class Key:
 TYPES = ("int", "float", "str", "bool", "list[int]", "list[str]")
 
 KNOWLEDGE_CHOICES = ("none", "taggers", "llm", "both")
-HEADS = ("knowfree", "cnn", "tagger")
 TRAIN_SETS = ("gold", "fusion", "syn_fusion")
 # Rows of the ablation table (notebooks 04 and 05), see knowfree.experiment.VARIANTS.
 VARIANTS = ("full", "fusion_only", "synthetic_only", "plain", "cnn", "tagger")
@@ -106,7 +106,7 @@ KEYS: dict[str, Key] = {
     "eval_every": Key("int", "score dev every this many epochs (and after the last); dev "
                              "scoring can cost more than the epoch on CPU", minimum=1),
     "precision": Key("str", "compute precision of training and scoring: fp32, bf16, or auto "
-                            "(bf16 where the hardware has it)", choices=("fp32", "bf16", "auto")),
+                            "(bf16 where the hardware has it)", choices=PRECISIONS),
     "freeze_embeddings": Key("bool", "do not train the encoder's word-embedding table"),
     "freeze_layers": Key("int", "do not train the encoder's embedding block and bottom this many "
                                 "layers (their output is cached per sentence)", minimum=0),

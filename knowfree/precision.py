@@ -16,9 +16,9 @@ import contextlib
 
 import torch
 
+from knowfree.config import PRECISIONS
 from knowfree.errors import ConfigError
 
-PRECISIONS = ("fp32", "bf16", "auto")
 
 
 def device(name: str, where: str) -> torch.device:

@@ -29,7 +29,8 @@ from knowfree import portable
 from knowfree.portable import CHAR_LANGS  # languages written without spaces: one token per character
 from knowfree import precision as precision_mod
 from knowfree.errors import InputError, int_at_least, path_given, spelled
-from knowfree.model import ModelConfig, build_model, move_batch
+from knowfree.config import PREDICT_BATCH_SIZE, ModelConfig
+from knowfree.model import build_model, move_batch
 from knowfree.provenance import (atomic_write_text, decode_utf8, guard_outputs, read_json_file,
                                  read_utf8)
 
@@ -38,7 +39,7 @@ Decoded = tuple[int, int, str, float]  # start, end (exclusive, tokens), label, 
 
 # Also the trainer's default evaluation batch size: the same samples in the same batches give
 # bit-identical probabilities, so a loaded run rescoring a split matches the trainer's score.
-BATCH_SIZE = 16
+BATCH_SIZE = PREDICT_BATCH_SIZE
 
 # What Predictor.load reads from a run folder (metrics.json too, when it is there).
 RUN_FILES = ("config.json", "schema.json", "encoder.json", "data.json", "model.safetensors")

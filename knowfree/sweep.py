@@ -141,7 +141,7 @@ def plan(sweep: dict) -> list[Run]:
 def check_configs(base: Path, runs: list[Run]) -> None:
     """Validate the base config with every run's overrides before any process starts (in dry
     runs too): a typo in a grid key fails here, once, not inside every run's train.log."""
-    from knowfree.train_config import load_config
+    from knowfree.config import load_config
 
     for r in runs:
         try:

@@ -52,7 +52,7 @@ from knowfree.model import ModelConfig, build_model, move_batch
 from knowfree import distributed
 from knowfree import precision as precision_mod
 from knowfree.distributed import World
-from knowfree.train_config import config_hash, load_config, validate_config
+from knowfree.config import config_hash, load_config, validate_config
 from knowfree.predict import (frozen_reference, load_weights, predict_spans, split_long)
 from knowfree.provenance import (REPO_ROOT, atomic_write_json, git_commit, guard_outputs,
                                  hash_samples, sha256_file)
@@ -276,7 +276,7 @@ def _default_run_dir(config: dict) -> Path:
 
 def train(config: dict, run_dir: str | Path | None = None, progress: bool = True,
           stop_after: int | None = None, inputs=()) -> dict:
-    """Train from a config (see CONFIG_SCHEMA) and return the run's metrics.
+    """Train from a config (knowfree.config) and return the run's metrics.
 
     A run folder that holds a checkpoint of the same config and data is resumed; a completed one
     returns its metrics without training again. ``stop_after`` ends this call after that many

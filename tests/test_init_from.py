@@ -13,7 +13,7 @@ from knowfree.errors import ConfigError
 from knowfree.model import ModelConfig, build_model
 from knowfree.checkpoints import init_from_run
 from knowfree.train import train
-from knowfree.train_config import config_hash, validate_config
+from knowfree.config import config_hash, validate_config
 from test_train import toy, toy_config  # noqa: F401  (toy is a fixture)
 
 

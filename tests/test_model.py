@@ -406,9 +406,9 @@ def test_tagger_writes_nested_gold_longest_first(make):
 # --- configuration ----------------------------------------------------------------------------
 
 def test_config_rejects_unknown_keys_and_bad_values():
-    with pytest.raises(ConfigError, match="unknown model config key.*'windw'"):
+    with pytest.raises(ConfigError, match="unknown config key 'model.windw'; did you mean 'window'"):
         ModelConfig.from_dict({"head": "knowfree", "windw": 3})
-    with pytest.raises(ConfigError, match="head must be one of"):
+    with pytest.raises(ConfigError, match="'model.head' must be one of"):
         ModelConfig(head="crf")
     with pytest.raises(ConfigError, match="divisible"):
         ModelConfig(channels=30, attention_heads=4)

@@ -386,13 +386,13 @@ def test_synthesis_refuses_a_model_from_another_setting(data):
 
 @pytest.mark.parametrize("change, message", [
     ({"knowlege": "llm"}, "did you mean 'knowledge'"),
-    ({"knowledge": "magic"}, "knowledge must be one of"),
+    ({"knowledge": "magic"}, "augment config key 'knowledge' must be one of 'llm', 'taggers' or 'both', got str 'magic'"),
     ({"knowledge": "llm"}, "llm.base_url must be set in live mode"),
     ({"knowledge": "llm", "llm": {"base_url": "http://127.0.0.1:1/v1"}}, "llm.model and llm.cache must be set"),
     ({"knowledge": "llm", "llm": {"base_url": "http://x/v1", "serve": "1.5b", "cache": "c"}}, "not both"),
     ({"knowledge": "llm", "llm": {"serve": "my.gguf", "cache": "c"}}, "llm.model must be set when llm.serve"),
-    ({"k": 0}, "k must be >= 1"),
-    ({"k_shot": 0}, "k_shot must be >= 1"),
+    ({"k": 0}, "augment config key 'k' must be > 0 or null, got 0"),
+    ({"k_shot": 0}, "augment config key 'k_shot' must be > 0 or null, got 0"),
     ({"k": 3, "k_shot": 1}, r"k \(3 sentences\) and k_shot \(1 mentions per label\)"),
     ({"schema": {"rule": "nope"}}, "schema.rule"),
     ({"synthesis": {"enabled": True}, "llm": {"model": "m", "cache": "c", "mode": "replay"}},
@@ -401,7 +401,7 @@ def test_synthesis_refuses_a_model_from_another_setting(data):
     ({"knowledge": "llm", "llm": {"base_url": "http://x/v1", "model": "m", "cache": "c", "servers": 2}},
      "more than 1 only with llm.serve"),
     ({"knowledge": "llm", "llm": {"base_url": ["http://x/v1", 3], "model": "m", "cache": "c"}},
-     "a URL or a list of URLs"),
+     r"augment config key 'llm.base_url' must be str or a list of str or null, got list \['http://x/v1', 3\]"),
 ])
 def test_bad_configs_name_the_key(data, change, message):
     with pytest.raises(ConfigError, match=message):

@@ -16,7 +16,7 @@ from knowfree.data.sample import Sample, Span
 from knowfree.errors import ConfigError, InputError
 from knowfree.knowledge.augment_config import load_augment_config
 from knowfree.train import train
-from knowfree.train_config import load_config
+from knowfree.config import load_config
 from test_train import toy, toy_samples  # noqa: F401  (the fixture is used by name)
 
 

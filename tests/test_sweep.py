@@ -12,7 +12,7 @@ from knowfree.errors import ConfigError
 from knowfree.provenance import REPO_ROOT
 from knowfree.sweep import _knowledge_of, cli_main, plan
 from knowfree.train import train
-from knowfree.train_config import load_config
+from knowfree.config import load_config
 
 from test_train import toy, toy_config  # noqa: F401  (the fixture is used by name)
 

@@ -10,7 +10,7 @@ import pytest
 from knowfree import yamlio
 from knowfree.provenance import REPO_ROOT
 from knowfree.sweep import plan
-from knowfree.train_config import config_hash, load_config
+from knowfree.config import config_hash, load_config
 
 SWEEPS = REPO_ROOT / "results" / "sweeps"
 # committed sweep result folder -> its sweep file

@@ -3,7 +3,8 @@
 Relative paths in a config are relative to the repository root (``repo_path``), so a command
 gives the same result from any working directory.
 
-Config (YAML, defaults in ``DEFAULTS``)::
+Config (YAML; the typed schema, defaults and ranges are ``AugmentConfig`` below; errors come
+out in the trainer config's format, ``knowfree.config.config_error``)::
 
 
     dataset: weibo          # registry name; or train_file (+ dev_file, format) instead
@@ -28,95 +29,110 @@ Config (YAML, defaults in ``DEFAULTS``)::
 """
 from __future__ import annotations
 
-import copy
-import difflib
-import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Annotated, Literal, Optional, Sequence, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from knowfree import yamlio
+from knowfree.config import config_error
 from knowfree.data.sample import LANGS
 from knowfree.data.schema import check_rule
-from knowfree.errors import ConfigError, shown
+from knowfree.errors import ConfigError
 from knowfree.knowledge.normalise import UNKNOWN_ENTITY_POLICIES
 from knowfree.provenance import REPO_ROOT
 
 KNOWLEDGE_SOURCES = ("llm", "taggers", "both")
 LLM_KINDS = ("entity", "pos")
 
-_REQUIRED = object()
-DEFAULTS: dict[str, Any] = {
-    "dataset": None, "train_file": None, "dev_file": None, "format": "jsonl", "lang": None,
-    "k": None, "k_shot": None, "sample_seed": 42,
-    "knowledge": "taggers", "tagger": None, "unknown_entities": "drop",
-    "schema": {"rule": "count"},
-    "llm": {"base_url": None, "model": None, "serve": None, "servers": 1, "api_key_env": "OPENAI_API_KEY",
-            "mode": "live",
-            # 1024: a POS answer for a long Weibo post needs ~1000 tokens (the committed caches
-            # are keyed with it, so notebooks and configs that keep the default replay them)
-            "cache": None, "temperature": 0.0, "max_tokens": 1024, "top_p": 1.0, "seed": None,
-            "concurrency": 2, "timeout": 300.0, "max_retries": 4, "prompts": None,
-            "kinds": ["entity", "pos"]},
-    "synthesis": {"enabled": False, "min_chars": 8, "max_chars": 160, "weight": 0.5,
-                  "max_per_source": None, "temperature": None, "max_tokens": 512, "type_names": {},
-                  "pseudo_label": {"run_dir": None, "train": None, "batch_size": 16}},
-    "output": None,
-}
-# Values whose type differs from their default's (None defaults, or several types allowed).
-_TYPES: dict[str, tuple] = {
-    "dataset": (str,), "train_file": (str,), "dev_file": (str,), "lang": (str,), "k": (int,), "k_shot": (int,),
-    "tagger": (str,), "schema": (dict, str), "output": (str,),
-    "llm.base_url": (str, list), "llm.model": (str,), "llm.serve": (str,), "llm.cache": (str,), "llm.seed": (int,),
-    "llm.prompts": (str, dict), "llm.temperature": (float, int), "llm.timeout": (float, int),
-    "llm.top_p": (float, int),
-    "synthesis.max_per_source": (int,), "synthesis.temperature": (float, int),
-    "synthesis.weight": (float, int), "synthesis.type_names": (dict,),
-    "synthesis.pseudo_label.run_dir": (str,), "synthesis.pseudo_label.train": (dict, str),
-}
+# An int stays an int where a float is allowed: the config's hash names the output folder and
+# the LLM request (temperature 0 and 0.0 are different JSON), so committed runs keep their names.
+Number = Union[int, float]
+Pos = Annotated[int, Field(gt=0)]
 
 
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_default=True)
 
-def _merge(defaults: dict, given: Any, prefix: str) -> dict:
-    if not isinstance(given, dict):
-        raise ConfigError(f"config {prefix.rstrip('.') or 'file'} must be a mapping, got {given!r}")
-    for key in given:
-        if key not in defaults:
-            close = difflib.get_close_matches(str(key), list(defaults), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown augment config key {prefix}{key!r}{hint} "
-                              f"(known: {', '.join(defaults)})")
-    out = {}
-    for key, default in defaults.items():
-        name = prefix + key
-        value = given.get(key, copy.deepcopy(default))
-        if isinstance(default, dict) and name not in _TYPES:
-            out[key] = _merge(default, value if value is not None else {}, name + ".")
-            continue
-        types = _TYPES.get(name) or (type(default),)
-        if value is not None and (isinstance(value, bool) != (bool in types) or not isinstance(value, types)):
-            want = " or ".join(t.__name__ for t in types)
-            raise ConfigError(f"augment config key {name!r} must be {want}, got {value!r}")
-        out[key] = value
-    return out
+
+def _none_is_empty(value):
+    return {} if value is None else value  # `llm:` with nothing under it: every default
+
+
+class PseudoLabel(_Section):
+    run_dir: Optional[str] = None       # a trained run of this same setting, or
+    train: Union[dict, str, None] = None  # a train config (mapping or YAML path) to train one here
+    batch_size: Pos = 16
+
+
+class Synthesis(_Section):
+    enabled: bool = False
+    min_chars: int = 8
+    max_chars: int = 160
+    weight: Number = 0.5
+    max_per_source: Optional[int] = None
+    temperature: Optional[Annotated[Number, Field(ge=0)]] = None
+    max_tokens: Pos = 512
+    type_names: dict = {}
+    pseudo_label: PseudoLabel = PseudoLabel()
+
+    _empty = field_validator("pseudo_label", mode="before")(_none_is_empty)
+
+
+class LLM(_Section):
+    base_url: Union[str, list[str], None] = None
+    model: Optional[str] = None
+    serve: Optional[str] = None
+    servers: Pos = 1
+    api_key_env: str = "OPENAI_API_KEY"
+    mode: Literal["live", "replay"] = "live"
+    cache: Optional[str] = None
+    temperature: Annotated[Number, Field(ge=0)] = 0.0
+    # 1024: a POS answer for a long Weibo post needs ~1000 tokens (the committed caches are
+    # keyed with it, so notebooks and configs that keep the default replay them)
+    max_tokens: Pos = 1024
+    top_p: Annotated[Number, Field(gt=0, le=1)] = 1.0
+    seed: Optional[int] = None
+    concurrency: Pos = 2
+    timeout: Annotated[Number, Field(gt=0)] = 300.0
+    max_retries: Annotated[int, Field(ge=0)] = 4
+    prompts: Union[str, dict, None] = None
+    kinds: list[Literal[LLM_KINDS]] = ["entity", "pos"]
+
+
+class AugmentConfig(_Section):
+    dataset: Optional[str] = None
+    train_file: Optional[str] = None
+    dev_file: Optional[str] = None
+    format: str = "jsonl"
+    lang: Optional[Literal[LANGS]] = None
+    k: Optional[Pos] = None
+    k_shot: Optional[Pos] = None
+    sample_seed: int = 42
+    knowledge: Literal[KNOWLEDGE_SOURCES] = "taggers"
+    tagger: Optional[str] = None
+    unknown_entities: Literal[UNKNOWN_ENTITY_POLICIES] = "drop"
+    schema_: Union[dict, str] = Field({"rule": "count"}, alias="schema")
+    llm: LLM = LLM()
+    synthesis: Synthesis = Synthesis()
+    output: Optional[str] = None
+
+    model_config = ConfigDict(populate_by_name=False)
+    _empty = field_validator("llm", "synthesis", mode="before")(_none_is_empty)
 
 
 def validate_augment_config(raw: dict) -> dict:
     """The config with defaults filled in; ConfigError names any offending key."""
-    cfg = _merge(DEFAULTS, raw or {}, "")
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"an augment config is a mapping of keys, got {raw!r}")
+    try:
+        cfg = AugmentConfig.model_validate({str(k): v for k, v in raw.items()}).model_dump(by_alias=True)
+    except ValidationError as e:
+        raise config_error(e, AugmentConfig, noun="augment config key") from None
     if (cfg["dataset"] is None) == (cfg["train_file"] is None):
         raise ConfigError("augment config needs exactly one of dataset (a registry name) and "
                           "train_file (a file)")
-    if cfg["knowledge"] not in KNOWLEDGE_SOURCES:
-        raise ConfigError(f"knowledge must be one of {KNOWLEDGE_SOURCES}, got {cfg['knowledge']!r}")
-    if cfg["unknown_entities"] not in UNKNOWN_ENTITY_POLICIES:
-        raise ConfigError(f"unknown_entities must be one of {UNKNOWN_ENTITY_POLICIES}")
-    if cfg["lang"] is not None and cfg["lang"] not in LANGS:
-        raise ConfigError(f"lang must be one of {', '.join(LANGS)} (or null: the data's own), "
-                          f"got {shown(cfg['lang'])}")
-    if cfg["k"] is not None and cfg["k"] < 1:
-        raise ConfigError(f"k must be >= 1 or null, got {cfg['k']}")
-    if cfg["k_shot"] is not None and cfg["k_shot"] < 1:
-        raise ConfigError(f"k_shot must be >= 1 or null, got {cfg['k_shot']}")
     if cfg["k"] is not None and cfg["k_shot"] is not None:
         raise ConfigError(f"k ({cfg['k']} sentences) and k_shot ({cfg['k_shot']} mentions per label) are two "
                           "ways to draw the subset; set one of them (the other null)")
@@ -124,9 +140,8 @@ def validate_augment_config(raw: dict) -> dict:
     check_rule(rule, "schema")
     cfg["schema"] = {"rule": "count", **rule}
     llm, syn = cfg["llm"], cfg["synthesis"]
-    bad = [k for k in llm["kinds"] if k not in LLM_KINDS]
     # a kind listed twice would be asked and counted twice
-    if bad or not llm["kinds"] or len(set(llm["kinds"])) < len(llm["kinds"]):
+    if not llm["kinds"] or len(set(llm["kinds"])) < len(llm["kinds"]):
         raise ConfigError(f"llm.kinds must be a non-empty subset of {LLM_KINDS}, each once, got {llm['kinds']}")
     if cfg["knowledge"] in ("llm", "both") or syn["enabled"]:
         from knowfree.knowledge.server import MODELS
@@ -142,24 +157,9 @@ def validate_augment_config(raw: dict) -> dict:
         if missing:
             raise ConfigError(f"llm.{' and llm.'.join(missing)} must be set: knowledge "
                               f"{cfg['knowledge']!r}{' with synthesis' if syn['enabled'] else ''} uses the LLM")
-        if llm["servers"] < 1 or (llm["servers"] > 1 and llm["serve"] is None):
-            raise ConfigError(f"llm.servers is {llm['servers']}: it must be >= 1, and more than 1 only "
-                              "with llm.serve (for running servers, list their URLs in llm.base_url)")
-        if isinstance(llm["base_url"], list) and not all(isinstance(u, str) for u in llm["base_url"]):
-            raise ConfigError("llm.base_url must be a URL or a list of URLs, got a list holding "
-                              f"{sorted({type(u).__name__ for u in llm['base_url']})}")
-        if llm["mode"] not in ("live", "replay"):
-            raise ConfigError(f"llm.mode must be live or replay, got {llm['mode']!r}")
-        # in replay mode too: a value that only a live run would trip over is still wrong
-        for key, ok, want in (("concurrency", llm["concurrency"] >= 1, ">= 1"),
-                              ("max_retries", llm["max_retries"] >= 0, ">= 0"),
-                              ("max_tokens", llm["max_tokens"] >= 1, ">= 1"),
-                              ("timeout", math.isfinite(llm["timeout"]) and llm["timeout"] > 0, "a number > 0"),
-                              ("temperature", math.isfinite(llm["temperature"]) and llm["temperature"] >= 0,
-                               "a number >= 0"),
-                              ("top_p", 0 < llm["top_p"] <= 1, "in (0, 1]")):
-            if not ok:
-                raise ConfigError(f"llm.{key} must be {want}, got {llm[key]!r}")
+        if llm["servers"] > 1 and llm["serve"] is None:
+            raise ConfigError(f"llm.servers is {llm['servers']}: more than 1 only with llm.serve (for "
+                              "running servers, list their URLs in llm.base_url)")
     if syn["enabled"]:
         pl = syn["pseudo_label"]
         if (pl["run_dir"] is None) == (pl["train"] is None):
