@@ -6,14 +6,15 @@ from pathlib import Path
 import pytest
 
 # Tests must never write into the user's cache: each test session gets a temp cache. The
-# immutable, checksum-verified artefacts (converted encoders, assembled GGUF models, the
-# downloaded model wheels) are linked in from the real cache so that they are built once per
-# machine, not once per run.
+# immutable, checksum-verified artefacts the user's cache already holds (converted encoders,
+# assembled GGUF models, downloaded model wheels) are linked in read-only use, so they are not
+# rebuilt per session; where the user's cache lacks one, tests build it inside the temp cache,
+# and it goes with the session.
 _real_cache = Path(os.environ.get("KNOWFREE_CACHE", Path.home() / ".cache" / "knowfree"))
 _test_cache = Path(tempfile.mkdtemp(prefix="knowfree-test-cache-"))
 for _shared in ("encoders", "gguf", "wheels"):
-    (_real_cache / _shared).mkdir(parents=True, exist_ok=True)
-    (_test_cache / _shared).symlink_to(_real_cache / _shared, target_is_directory=True)
+    if (_real_cache / _shared).is_dir():
+        (_test_cache / _shared).symlink_to(_real_cache / _shared, target_is_directory=True)
 os.environ["KNOWFREE_CACHE"] = str(_test_cache)
 
 import torch  # noqa: E402
@@ -31,3 +32,11 @@ def mirror() -> Path:
     if not p.is_dir():
         pytest.skip(f"KNOWFREE_DATA_MIRROR={path} is not a folder")
     return p
+
+
+def llm_unavailable(reason: str):
+    """Skip a test that needs the offline LLM extra, saying how to install it; under
+    KNOWFREE_REQUIRE_LLM=1 (CI, after .ci/install_llm.sh) a missing piece is a failure."""
+    if os.environ.get("KNOWFREE_REQUIRE_LLM") == "1":
+        pytest.fail(f"{reason}, but KNOWFREE_REQUIRE_LLM=1 requires the real LLM test (fix: bash .ci/install_llm.sh)")
+    pytest.skip(f"{reason} (bash .ci/install_llm.sh installs it)")

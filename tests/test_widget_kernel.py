@@ -5,9 +5,9 @@ import queue
 import sys
 import time
 
+import jupyter_client
 import pytest
 
-jupyter_client = pytest.importorskip("jupyter_client")
 
 SETUP = """
 from knowfree.data.sample import Sample, Span

@@ -401,3 +401,26 @@ def _package_file(entry: DatasetEntry, upstream_path: str, want: str | None,
         raise ChecksumError(f"sha256 {got} differs from the pinned {want}", str(path),
                             f"reinstall {entry.repo}")
     return ResolvedFile(upstream_path, path, "package", got, want is not None)
+
+
+def offline_missing(name: str) -> list[str]:
+    """The files of dataset ``name`` that no offline source holds (cache, mirror, package): empty
+    when it loads without the network. Presence only; loading still checks every sha256."""
+    entry = get_entry(name)
+    mirror = os.environ.get(MIRROR_ENV)
+    missing = []
+    for upstream_path in entry.files.values():
+        base = Path(upstream_path).name
+        places = [cache_path(entry, upstream_path)]
+        if entry.folder is not None:
+            places = [Path(entry.folder) / upstream_path]
+        if mirror:
+            places.append(Path(mirror) / entry.name / base)
+        if entry.package:
+            try:
+                places.append(Path(str(importlib.resources.files(entry.package) / upstream_path)))
+            except ModuleNotFoundError:
+                pass
+        if not any(p.is_file() for p in places):
+            missing.append(base)
+    return missing
