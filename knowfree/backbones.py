@@ -4,6 +4,8 @@ its encoder (``provenance``); the model and fast tokenizer behind ``TokenEncoder
 (``load_backbone``)."""
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 from pathlib import Path
@@ -114,6 +116,21 @@ def load_tokenizer(location: str | Path, **gguf):
     return AutoTokenizer.from_pretrained(location, **gguf)
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' own "Loading weights" / "Writing model shards" bars off for a moment: in
+    a notebook they add two bars to every training cell beside the trainer's own."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 def load_backbone(resolved: str, pretrained: bool):
     """(model, tokenizer) from a hub id, a folder or a .gguf file; ``pretrained=False``
     builds the architecture only, for weights that come from a saved state dict."""
@@ -130,7 +147,8 @@ def load_backbone(resolved: str, pretrained: bool):
         if pretrained:
             # float32 whatever the checkpoint stores: GGUF weights are dequantised anyway,
             # and half precision on CPU is slow; a GPU run may cast the module afterwards
-            model = AutoModel.from_pretrained(location, dtype=torch.float32, **gguf, **extra)
+            with quiet_transformers():
+                model = AutoModel.from_pretrained(location, dtype=torch.float32, **gguf, **extra)
         else:
             model = AutoModel.from_config(config, **extra)
         tokenizer = load_tokenizer(location, **gguf)

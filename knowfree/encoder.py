@@ -44,7 +44,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from knowfree.backbones import is_decoder_only, load_backbone, resolve_encoder
+from knowfree.backbones import is_decoder_only, load_backbone, quiet_transformers, resolve_encoder
 from knowfree.data.sample import Sample
 from knowfree.e5 import E5_ALIAS, VERIFY_SENTENCES, build_e5_offline, verify_e5_offline
 from knowfree.errors import ConfigError, InputError, shown
@@ -468,7 +468,8 @@ def build_tiny_encoder(out_dir: str | Path, token_lists_or_chars: Iterable, hidd
         raise ConfigError(f"arch must be 'bert' or 'qwen2', not {arch!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    with quiet_transformers():
+        model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return str(out)
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from knowfree import portable
+from knowfree.backbones import quiet_transformers
 from knowfree.errors import ConfigError, InputError, path_given
 from knowfree.provenance import git_commit, guard_outputs, install_folder, sha256_file
 
@@ -199,7 +200,8 @@ def export_run(run_dir: str | Path, out: str | Path, fmt: str = "hf",
 
     def fill(tmp: Path) -> None:
         model.encoder.tokenizer.save_pretrained(tmp / "tokenizer")
-        model.encoder.backbone.save_pretrained(tmp / "encoder")
+        with quiet_transformers():
+            model.encoder.backbone.save_pretrained(tmp / "encoder")
         from safetensors.torch import save_file
         save_file(head_state(model), str(tmp / "head.safetensors"),
                   metadata={"knowfree_format": str(portable.FORMAT)})

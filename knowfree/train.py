@@ -266,6 +266,12 @@ def _evaluate(model, samples: list[Sample], batch_size: int, device, precision: 
     return evaluate(samples, pred).as_dict()  # extension spans in gold are not scored
 
 
+def _bar_name(name: str, width: int = 24) -> str:
+    """The run's name for its progress bar, cut in the middle to ``width`` characters: the whole
+    name (dataset, K, head, seed, hash) wrapped in a notebook and squeezed the bar."""
+    return name if len(name) <= width else f"{name[:width - 10]}…{name[-9:]}"
+
+
 def _default_run_dir(config: dict) -> Path:
     d = config["data"]
     name = "-".join(x for x in (d["dataset"], d["train_file"] and Path(d["train_file"]).stem) if x)
@@ -405,7 +411,7 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
     if world.rank:  # dropout masks of their own; rank 0 keeps the one-process stream
         torch.manual_seed(t["seed"] + 7919 * world.rank)
     if progress and epochs and world.main:
-        bar = tqdm(total=t["epochs"], initial=start_epoch - 1, desc=f"train {run.path.name}", unit="epoch")
+        bar = tqdm(total=t["epochs"], initial=start_epoch - 1, desc=_bar_name(run.path.name), unit="epoch")
     for epoch in epochs:
         t0 = time.time()
         model.train()

@@ -20,10 +20,31 @@ from matplotlib.ticker import MaxNLocator
 from knowfree.data.sample import EXT_PREFIX, Sample, Span
 
 
+# Hues of the entity types the registered datasets share, spread apart by hand: hashed hues
+# put Weibo's PER.NOM and GPE.NAM 6 degrees apart. Other labels keep a hue from their name's
+# hash; a NAM/NOM suffix (named / nominal mention) sets the shade, so a type's two kinds read as
+# one family.
+_TYPE_HUES = {"PER": 215, "NAME": 215, "PS": 215, "ORG": 120, "OG": 120, "LOC": 30, "LC": 30,
+              "GPE": 290, "MISC": 0, "TELEVISION": 175, "TITLE": 330, "EDU": 55, "PRO": 250,
+              "CONT": 90, "RACE": 15, "DT": 55, "TI": 175}
+_KIND_SHADES = {"NAM": (0.74, 0.75), "NOM": (0.89, 0.6)}  # (lightness, saturation)
+
+
+def label_hls(label: str) -> tuple[float, float, float]:
+    """(hue in [0, 1), lightness, saturation) of a label's colour, fixed by its name."""
+    digest = hashlib.md5(label.encode("utf-8")).digest()
+    if label.startswith(EXT_PREFIX):
+        return digest[0] / 255, 0.82, 0.65
+    kind_of = label.rsplit(".", 1)
+    type_, kind = (kind_of[0], kind_of[1]) if len(kind_of) == 2 and kind_of[1] in _KIND_SHADES else (label, None)
+    hue = _TYPE_HUES[type_] / 360 if type_ in _TYPE_HUES else hashlib.md5(type_.encode("utf-8")).digest()[0] / 255
+    light, sat = _KIND_SHADES.get(kind, (0.82, 0.65))
+    return hue, light, sat
+
+
 def label_color(label: str) -> str:
     """A pastel colour fixed by the label's name, so a label looks the same in every view."""
-    digest = hashlib.md5(label.encode("utf-8")).digest()
-    r, g, b = colorsys.hls_to_rgb(digest[0] / 255, 0.82, 0.65)
+    r, g, b = colorsys.hls_to_rgb(*label_hls(label))
     return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
 
 
@@ -45,6 +66,10 @@ def assign_lanes(spans: Iterable[Span]) -> list[list[Span]]:
 
 
 _CELL = "padding:1px 2px;border:1px solid #ddd;"
+_ROW_NAME = ("text-align:right;font-size:0.75em;font-weight:normal;padding-right:6px;white-space:nowrap;"
+             "position:sticky;left:0;background:var(--jp-layout-color0, white);z-index:1")
+# every sentence scrolls in its own box, never wider than the output area
+SCROLL_BOX = "overflow-x:auto;max-width:100%;box-sizing:border-box"
 _TOKEN = "padding:1px 3px;text-align:center;font-size:1.05em;"
 
 
@@ -55,7 +80,7 @@ def spans_html(tokens: Sequence[str], layers: Mapping[str, Iterable[Span]], sep:
     ``sep`` is how tokens join into text; it only affects the tooltip of each span."""
     n = len(tokens)
     esc = html.escape
-    rows = ["<tr><th></th>" + "".join(f'<td style="{_TOKEN}">{esc(t) if t.strip() else "&nbsp;"}'
+    rows = [f'<tr><th style="{_ROW_NAME}"></th>' + "".join(f'<td style="{_TOKEN}">{esc(t) if t.strip() else "&nbsp;"}'
                                       f"</td>" for t in tokens) + "</tr>"]
     for layer, spans in layers.items():
         lanes = assign_lanes(spans) or [[]]
@@ -75,12 +100,12 @@ def spans_html(tokens: Sequence[str], layers: Mapping[str, Iterable[Span]], sep:
                 pos = s.end
             if pos < n:
                 cells.append(f'<td colspan="{n - pos}"></td>')
-            rows.append(f'<tr><th style="text-align:right;font-size:0.75em;font-weight:normal;'
-                        f'padding-right:6px;white-space:nowrap">{head}</th>{"".join(cells)}</tr>')
+            # sticky: when a long sentence scrolls sideways, the layer names stay in view
+            rows.append(f'<tr><th style="{_ROW_NAME}">{head}</th>{"".join(cells)}</tr>')
     caption = (f'<div style="font-size:0.8em;color:#555;margin-top:6px">{esc(title)}</div>'
                if title else "")
-    return (f'{caption}<div style="overflow-x:auto"><table style="border-collapse:collapse;'
-            f'margin:2px 0 8px 0">{"".join(rows)}</table></div>')
+    return (f'{caption}<div style="{SCROLL_BOX}"><table style="border-collapse:collapse;'
+            f'margin:2px 0 8px 0;line-height:normal">{"".join(rows)}</table></div>')
 
 
 def sample_html(sample: Sample, pred: Iterable[Span] | None = None, extensions: bool = True,
@@ -134,8 +159,9 @@ def knowledge_card(sample: Sample, synthetic: Sequence[Sample] = (),
         parts.append(f"<div style='font-size:0.85em;margin-top:4px'>{len(synthetic)} synthetic "
                      f"sentence(s) cut from the explanation (gold = pseudo-labels):</div>")
         parts += [sample_html(x, title=f"synthetic, weight {x.weight:g}") for x in synthetic]
-    return ("<div style='border-left:3px solid #999;padding-left:8px;margin:10px 0'>"
-            + "".join(parts) + "</div>")
+    # line-height: a widget's HTML inherits JupyterLab's 28 px, which made rows 1.5x taller
+    return ("<div style='border-left:3px solid #999;padding-left:8px;margin:10px 0;max-width:100%;"
+            "box-sizing:border-box;line-height:normal'>" + "".join(parts) + "</div>")
 
 
 def inspector(records: Sequence[Mapping]):
@@ -146,23 +172,28 @@ def inspector(records: Sequence[Mapping]):
 
     if not records:
         return widgets.HTML("<i>nothing to inspect</i>")
-    view = widgets.HTML()
+    # the widget never grows past the output area (min_width 0 lets a flex child shrink); each
+    # sentence scrolls inside its own card instead
+    fit = dict(width="100%", max_width="100%", min_width="0")
+    view = widgets.HTML(layout=widgets.Layout(**fit))
     pick = widgets.IntSlider(value=0, min=0, max=len(records) - 1, description="sentence",
                              continuous_update=False)
-    only_syn = widgets.Checkbox(value=False, description="only sentences with synthetic data")
+    has_syn = any(r.get("synthetic") for r in records)
+    # offered only when some sentence has synthetic data (not with tagger knowledge); its own
+    # width, so the label is not cut
+    only_syn = widgets.Checkbox(value=False, description="only sentences with synthetic data",
+                                indent=False, layout=widgets.Layout(width="auto"))
 
     def show(_=None):
         pool = [r for r in records if r.get("synthetic")] if only_syn.value else list(records)
-        if not pool:
-            view.value = "<i>no sentence has synthetic data (synthesis needs LLM knowledge)</i>"
-            return
         pick.max = len(pool) - 1
         view.value = knowledge_card(**pool[min(pick.value, len(pool) - 1)])
 
     pick.observe(show, names="value")
     only_syn.observe(show, names="value")
     show()
-    return widgets.VBox([widgets.HBox([pick, only_syn]), view])
+    controls = widgets.HBox([pick, only_syn] if has_syn else [pick], layout=widgets.Layout(flex_flow="row wrap", **fit))
+    return widgets.VBox([controls, view], layout=widgets.Layout(overflow="hidden", **fit))
 
 
 # ---------------------------------------------------------------------------- plots

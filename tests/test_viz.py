@@ -91,3 +91,46 @@ def test_inspector_widget_follows_its_controls():
     pick.value = 0
     only_syn.value = True
     assert pick.max == 0 and "李" in view.value and "上海是城市"[0] in view.value
+
+
+def test_inspector_keeps_a_long_sentence_inside_its_own_scroll_box():
+    """A 170-character Weibo-like post: the widget is as wide as the output area and never
+    scrolls itself; the sentence's table scrolls inside a box no wider than the card, whose
+    layer names stay in view (sticky) and whose rows do not inherit JupyterLab's line height;
+    every span is in the HTML, so all are reachable by scrolling."""
+    import re
+
+    from knowfree.data.sample import Sample, Span
+    from knowfree.viz import inspector
+
+    text = ("今天和朋友去北京大学看樱花，人山人海，顺便在五道口吃了烤鸭" * 6)[:170]
+    spans = [Span(i, i + 2, "PER.NOM") for i in range(0, 168, 12)] + [Span(6, 10, "ORG.NAM"),
+                                                                      Span(160, 170, "ext.ent.LOC")]
+    sample = Sample(list(text), spans, id="long")
+    box = inspector([{"sample": sample, "synthetic": [], "answers": {}}])
+    controls, view = box.children
+    assert box.layout.overflow == "hidden" and box.layout.width == box.layout.max_width == "100%"
+    assert view.layout.width == view.layout.max_width == "100%" and view.layout.min_width == "0"
+    html = view.value
+    tables = re.findall(r'<div style="([^"]*)"><table style="([^"]*)"', html)
+    assert tables and all("overflow-x:auto" in d and "max-width:100%" in d and "line-height:normal" in t
+                          for d, t in tables)
+    assert html.count("position:sticky;left:0") == 3  # the token row, one gold lane, one ext.ent lane
+    assert all(f'title="{s.label}: ' in html for s in spans)
+    # no sentence has synthetic data (tagger knowledge): no checkbox to offer
+    assert len(controls.children) == 1 and controls.children[0].description == "sentence"
+
+
+def test_weibo_labels_get_colours_apart():
+    """Every pair of Weibo labels differs in hue by 40 degrees or more, or is one type's NAM
+    and NOM (same hue, shades apart); hashed hues had PER.NOM and GPE.NAM 6 degrees apart."""
+    import itertools
+
+    from knowfree.data.registry import REGISTRY
+    from knowfree.viz import label_hls
+
+    for a, b in itertools.combinations(REGISTRY["weibo"].labels, 2):
+        (ha, la, _), (hb, lb, _) = label_hls(a), label_hls(b)
+        apart = min(abs(ha - hb), 1 - abs(ha - hb)) * 360
+        same_type = a.split(".")[0] == b.split(".")[0]
+        assert (same_type and abs(la - lb) >= 0.1) or apart >= 40, (a, b, apart)
