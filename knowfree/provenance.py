@@ -234,11 +234,41 @@ def git_commit(short: bool = False) -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short" if short else "HEAD"], cwd=REPO_ROOT,
                              capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        changed = subprocess.run(["git", "diff", "HEAD", "--name-only", "-z"], cwd=REPO_ROOT,
+                                 capture_output=True, text=True, check=True).stdout.split("\0")
+        dirty = any(path and _counts_as_dirt(path) for path in changed)
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def notebook_sources(text: str) -> list[tuple[str, str]] | None:
+    """(cell type, source) of every cell of a notebook's JSON; None if it is not one."""
+    try:
+        cells = json.loads(text)["cells"]
+        return [(c["cell_type"], "".join(c["source"]) if isinstance(c["source"], list) else c["source"])
+                for c in cells]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _counts_as_dirt(path: str) -> bool:
+    """Whether a tracked file that differs from HEAD makes results '+dirty'. Code, params,
+    configs and data: yes. A notebook only when the text of a cell changed: outputs, execution
+    counts and the metadata JupyterLab writes on open and autosave (every 120 s) do not change
+    what runs."""
+    if not path.endswith(".ipynb"):
+        return True
+    file = REPO_ROOT / path
+    if not file.is_file():
+        return True  # deleted
+    try:
+        head = subprocess.run(["git", "show", f"HEAD:{path}"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, check=True).stdout
+    except subprocess.CalledProcessError:
+        return True
+    ours = notebook_sources(file.read_text(encoding="utf-8", errors="replace"))
+    return ours is None or ours != notebook_sources(head)
 
 
 def machine() -> dict:
