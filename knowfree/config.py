@@ -193,8 +193,19 @@ _BOUNDS = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"),
            "less_than": ("<", "lt"), "less_than_equal": ("<=", "le")}
 
 
+def _dotted(key: tuple) -> str:
+    """('groups', '0', 'name') -> 'groups[0].name'."""
+    return "".join(f"[{k}]" if k.isdigit() else (f".{k}" if i else k) for i, k in enumerate(key))
+
+
 def _want(err: dict) -> str:
     kind, ctx = err["type"], err.get("ctx", {})
+    if kind == "list_type":
+        return "a list"
+    if kind == "too_short":
+        return f"a list of at least {ctx['min_length']} item{'s' if ctx['min_length'] != 1 else ''}"
+    if kind == "string_too_short":
+        return "a non-empty str"
     if kind in _TYPE_WORDS:
         return _TYPE_WORDS[kind]
     if kind in _BOUNDS:
@@ -212,17 +223,25 @@ def _field_path(model: type[BaseModel], loc: tuple) -> tuple[tuple, type[BaseMod
     name, a list the index), the model that holds the last of them, and the model that key
     itself is (None for a value)."""
     path, holder, inner = [], model, model
+    listed = mapped = False  # the last key is a list (an index may follow) or a free mapping
     for part in loc:
+        if (listed and part.isdigit()) or mapped:
+            path.append(part)
+            listed = mapped = False
+            continue
         names = {(f.alias or n): n for n, f in inner.model_fields.items()} if inner else {}
         if part not in names:
             break
         path.append(part)
-        holder, inner = inner, _section_type(inner.model_fields[names[part]].annotation)
+        annotation = inner.model_fields[names[part]].annotation
+        holder, inner = inner, _section_type(annotation)
+        listed = getattr(annotation, "__origin__", None) is list
+        mapped = getattr(annotation, "__origin__", None) is dict and inner is None
     return tuple(path), holder, inner
 
 
 def _field(model: type[BaseModel], key: str):
-    return next(f for n, f in model.model_fields.items() if (f.alias or n) == key)
+    return next((f for n, f in model.model_fields.items() if (f.alias or n) == key), None)
 
 
 def _section_type(annotation) -> type[BaseModel] | None:
@@ -252,22 +271,27 @@ def config_error(error: ValidationError, root: type[BaseModel] | None = None, pr
         by_key.setdefault(path, []).append((err, holder))
     lines = []
     for key, errs in by_key.items():
-        name = ".".join(tuple(prefix) + key)
+        name = _dotted(tuple(prefix) + key)
         first, holder = errs[0]
+        if first["type"] == "missing":
+            field = _field(holder, key[-1]) if holder and key else None
+            what = f" ({field.description})" if field is not None and field.description else ""
+            lines.append(f"{noun} {name!r} is required{what}")
+            continue
         if first["type"] == "extra_forbidden":
             known = [f.alias or n for n, f in holder.model_fields.items()] if holder else []
             close = difflib.get_close_matches(key[-1], known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             lines.append(f"unknown {noun} {name!r}{hint} (known: {', '.join(sorted(known))})")
             continue
-        if first["type"] in ("model_type", "model_attributes_type", "dict_type") and holder and key \
-                and _section_type(_field(holder, key[-1]).annotation):
+        field = _field(holder, key[-1]) if holder and key else None
+        if first["type"] in ("model_type", "model_attributes_type", "dict_type") and field \
+                and _section_type(field.annotation):
             lines.append(f"config section {name!r} must be a mapping, got {first['input']!r}")
             continue
         # an error inside a list (an int in the location) is about one of its items
-        wants = list(dict.fromkeys(("a list of " if any(isinstance(x, int) for x in e["loc"]) else "") + _want(e)
-                                   for e, _ in errs))
-        field = _field(holder, key[-1]) if holder and key else None
+        wants = list(dict.fromkeys(("a list of " if any(isinstance(x, int) for x in e["loc"][len(key):]) else "")
+                                   + _want(e) for e, _ in errs))
         if field is not None and type(None) in getattr(field.annotation, "__args__", ()) \
                 and first["input"] is not None and "null" not in wants:
             wants.append("null")

@@ -44,9 +44,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from knowfree import yamlio
+from knowfree.config import config_error
 from knowfree.errors import ConfigError, int_at_least, nonnegative_seconds, path_given
 from knowfree.provenance import REPO_ROOT, atomic_write_text, guard_outputs
 
@@ -100,36 +103,49 @@ def _fill(mapping, values: dict, group: str):
     return out
 
 
+class SweepGroup(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: Annotated[str, Field(min_length=1)]
+    set: Optional[dict] = None  # dotted trainer keys -> values; strings may name {grid.key}
+    # dotted key -> the values to try; an empty list would silently make the group run nothing
+    grid: dict[str, Annotated[list, Field(min_length=1)]] = {}
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _no_grid(cls, value):
+        return {} if value is None else value
+
+
+class SweepFile(BaseModel):
+    """A sweep file: the trainer config its runs start from, overrides for every run, groups."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+    base: Annotated[str, Field(min_length=1, description="the path of the trainer config its runs start from")]
+    set: Optional[dict] = None
+    groups: list[SweepGroup] = []
+
+    @field_validator("groups", mode="before")
+    @classmethod
+    def _no_groups(cls, value):
+        return [] if value is None else value
+
+
 def plan(sweep: dict) -> list[Run]:
     """The runs a sweep file asks for, in file order; names are unique or ConfigError."""
-    known = {"base", "set", "groups"}
-    if set(sweep) - known:
-        raise ConfigError(f"unknown sweep keys {sorted(set(sweep) - known)} (known: {sorted(known)})")
-    if not sweep.get("base") or not isinstance(sweep["base"], str):
-        raise ConfigError("a sweep needs `base:`, the path of the trainer config its runs start from")
-    common = _as_set_items(sweep.get("set"), "set")
+    if not isinstance(sweep, dict):
+        raise ConfigError(f"a sweep file is a mapping (base, set, groups), got {sweep!r}")
+    try:
+        spec = SweepFile.model_validate({str(k): v for k, v in sweep.items()})
+    except ValidationError as e:
+        raise config_error(e, SweepFile, noun="sweep key") from None
+    common = _as_set_items(spec.set, "set")
     runs: list[Run] = []
-    if not isinstance(sweep.get("groups") or [], list):
-        raise ConfigError("sweep `groups:` must be a list of groups (- name: ...)")
-    for g in sweep.get("groups") or []:
-        if not isinstance(g, dict) or not g.get("name") or not isinstance(g["name"], str):
-            raise ConfigError(f"each group needs a name, got {g!r}")
-        if set(g) - {"name", "set", "grid"}:
-            raise ConfigError(f"group {g['name']!r}: unknown keys {sorted(set(g) - {'name', 'set', 'grid'})}")
-        _as_set_items(g.get("set"), f"group {g['name']!r} set")  # a mapping, or ConfigError
-        grid = g.get("grid") or {}
-        if not isinstance(grid, dict):
-            raise ConfigError(f"group {g['name']!r}: grid must map keys to non-empty lists")
-        bad = [k for k, v in grid.items() if not (isinstance(v, list) and v)]
-        if bad:  # an empty list would silently make the group run nothing
-            raise ConfigError(f"group {g['name']!r}: grid key {bad[0]!r} must list at least one value, "
-                              f"got {grid[bad[0]]!r}")
-        keys = list(grid)
-        for values in itertools.product(*(grid[k] for k in keys)):
-            name = "-".join([g["name"], *(_short(k, v) for k, v in zip(keys, values))])
-            own = _as_set_items(_fill(g.get("set"), dict(zip(keys, values)), g["name"]), f"group {g['name']!r} set")
+    for g in spec.groups:
+        keys = list(g.grid)
+        for values in itertools.product(*(g.grid[k] for k in keys)):
+            name = "-".join([g.name, *(_short(k, v) for k, v in zip(keys, values))])
+            own = _as_set_items(_fill(g.set, dict(zip(keys, values)), g.name), f"group {g.name!r} set")
             items = common + own + [f"{k}={json.dumps(v)}" for k, v in zip(keys, values)]
-            runs.append(Run(name, g["name"], items))
+            runs.append(Run(name, g.name, items))
     if not runs:
         raise ConfigError("the sweep has no runs (no groups)")
     dup = sorted({r.name for r in runs if sum(x.name == r.name for x in runs) > 1})

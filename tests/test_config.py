@@ -100,3 +100,29 @@ def test_each_notebook_key_is_the_trainer_key_it_names(name):
         config[section][key] = below
         with pytest.raises(ConfigError, match=f"'{section}.{key}'"):
             C.validate_config(config)  # and the one below it is refused by both
+
+
+@pytest.mark.parametrize("sweep, message", [
+    ({"base": "b", "groups": [{"name": "g", "grid": {"train.seed": []}}]},
+     "sweep key 'groups[0].grid.train.seed' must be a list of at least 1 item, got list []"),
+    ({"base": "b", "groups": [{"nam": "g"}]},
+     "sweep key 'groups[0].name' is required; unknown sweep key 'groups[0].nam'; did you mean 'name'? "
+     "(known: grid, name, set)"),
+    ({"base": "b", "groups": [{"name": "g", "set": 3}]}, "sweep key 'groups[0].set' must be a mapping or null, got 3"),
+    ({"groups": []}, "sweep key 'base' is required (the path of the trainer config its runs start from)"),
+])
+def test_sweep_files_are_checked_by_the_same_schema_machinery(sweep, message):
+    from knowfree.sweep import plan
+
+    with pytest.raises(ConfigError) as e:
+        plan(sweep)
+    assert str(e.value) == message
+
+
+def test_augment_config_errors_name_nested_keys():
+    from knowfree.knowledge.augment_config import validate_augment_config
+
+    with pytest.raises(ConfigError) as e:
+        validate_augment_config({"dataset": "weibo", "llm": {"top_p": 0, "kinds": ["entity", "ner"]}})
+    assert str(e.value) == ("augment config key 'llm.top_p' must be > 0, got 0; augment config key "
+                            "'llm.kinds[1]' must be one of 'entity' or 'pos', got str 'ner'")

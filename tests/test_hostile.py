@@ -604,7 +604,7 @@ case("predict-tokens-conll-format-on-jsonl", PREDICT + ["--tokens", "--input", "
 case("predict-run-dir-is-file", ["predict", "{d}/f", "--input", "{w}/texts.txt"], 1, ("{d}/f",), files(f="x"))
 case("predict-empty-output-path", PREDICT + ["--input", "{w}/texts.txt", "--output", ""], 2, ("--output", "empty"))
 case("predict-empty-input-path", PREDICT + ["--input", ""], 2, ("--input", "empty"))
-case("sweep-file-empty", ["sweep", "{d}/s.yaml", "--out", "{d}/out", "--dry-run"], 1, ("{d}/s.yaml", "base:"),
+case("sweep-file-empty", ["sweep", "{d}/s.yaml", "--out", "{d}/out", "--dry-run"], 1, ("{d}/s.yaml", "sweep key 'base' is required (the path of the trainer config its runs start from)"),
      files(s__yaml=""))
 case("sweep-empty-out", ["sweep", "{w}/sweep.yaml", "--out", "", "--dry-run"], 2, ("--out", "empty"))
 case("sweep-grid-empty-list", ["sweep", "{d}/s.yaml", "--out", "{d}/out", "--dry-run"], 1, ("train.seed",),
