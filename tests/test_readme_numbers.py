@@ -71,7 +71,21 @@ def knowledge_claim(table="knowledge_weibo_k250_m3e"):
     return "\n".join(row(r) for r in rows(table) if r["runs"] != "0")
 
 
-CLAIMS = {"knowledge on m3e": knowledge_claim,
+def head_claim():
+    """The README's span-head benchmark rows (L = 64, 128, 256) from results/benchmarks/head.csv."""
+    with open(REPO_ROOT / "results" / "benchmarks" / "head.csv", encoding="utf-8") as f:
+        got = {(r["impl"], r["L"]): r for r in csv.DictReader(f)}
+    lines = []
+    for L in ("64", "128", "256"):
+        ours, dense = got[("ours", L)], got[("dense", L)]
+        speed = float(dense["cpu_s"]) / float(ours["cpu_s"])
+        mo, md = float(ours["peak_mib"]), float(dense["peak_mib"])
+        less = f" ({md / mo:.1f}x less)" if L == "256" else ""
+        lines.append(f"| {L} | {speed:.1f}x | {mo:,.0f} / {md:,.0f} MiB{less} |")
+    return "\n".join(lines)
+
+
+CLAIMS = {"knowledge on m3e": knowledge_claim, "span head benchmark": head_claim,
           "knowledge on m3e, K=50": lambda: knowledge_claim("knowledge_weibo_k50_m3e"), "vocabulary coverage": vocab_claim,
           "fast settings without frozen layers": fast_l0_claim,
           "Chinese encoders": backbone_claim, "export throughput": export_claim}
