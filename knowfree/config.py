@@ -405,15 +405,25 @@ def notebook_config(P: dict, keys=NOTEBOOK_KEYS) -> dict:
 
 # --- show ------------------------------------------------------------------------------------
 
-def show() -> str:
-    """Every default of every section, as YAML a config file can start from, each key with its
-    meaning as a comment."""
-    lines = ["# knowfree trainer config: every key at its default (python -m knowfree config show)"]
-    for section, model in SECTION_MODELS.items():
-        lines.append(f"{section}:")
-        for key, field in model.model_fields.items():
-            value = yaml.safe_dump({key: field.default}, default_flow_style=True, allow_unicode=True).strip()[1:-1]
-            lines.append(f"  {value}" + (f"  # {field.description}" if field.description else ""))
+def show(model: type[BaseModel] | None = None, title: str = "knowfree trainer config") -> str:
+    """Every key of ``model`` (the trainer config by default) at its default, as YAML a config
+    file can start from, each key with its meaning as a comment; sections nest."""
+    lines = [f"# {title}: every key at its default (python -m knowfree config show)"]
+
+    def walk(m: type[BaseModel], indent: str) -> None:
+        for name, field in m.model_fields.items():
+            key = field.alias or name
+            note = f"  # {field.description}" if field.description else ""
+            inner = _section_type(field.annotation)
+            if inner is not None and getattr(field.annotation, "__origin__", None) is not list:
+                lines.append(f"{indent}{key}:{note}")
+                walk(inner, indent + "  ")
+                continue
+            value = field.default_factory() if field.default_factory else field.default
+            text = yaml.safe_dump({key: value}, default_flow_style=True, allow_unicode=True, width=10**6).strip()[1:-1]
+            lines.append(f"{indent}{text}{note}")
+
+    walk(model or RunConfig, "")
     return "\n".join(lines) + "\n"
 
 
@@ -434,13 +444,18 @@ def cli_main(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m knowfree config",
                                 description="the trainer's config keys: defaults, meanings, checks")
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("show", help="every key at its default, with its meaning (YAML)")
+    shown = sub.add_parser("show", help="every key at its default, with its meaning (YAML)")
+    shown.add_argument("--augment", action="store_true",
+                       help="the keys of `python -m knowfree augment` configs instead of the trainer's")
     check = sub.add_parser("check", help="validate a config file and print it with the defaults filled in")
     check.add_argument("config", help="YAML config file")
     check.add_argument("--set", action="append", default=[], metavar="KEY.SUB=VALUE",
                        help="override a key, as `train --set` does (repeatable)")
     args = p.parse_args(argv)
-    if args.cmd == "show":
+    if args.cmd == "show" and args.augment:
+        from knowfree.knowledge.augment_config import AugmentConfig
+        sys.stdout.write(show(AugmentConfig, "knowfree augment config"))
+    elif args.cmd == "show":
         sys.stdout.write(show())
     else:
         config = load_config(args.config, args.set)

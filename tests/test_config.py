@@ -126,3 +126,21 @@ def test_augment_config_errors_name_nested_keys():
         validate_augment_config({"dataset": "weibo", "llm": {"top_p": 0, "kinds": ["entity", "ner"]}})
     assert str(e.value) == ("augment config key 'llm.top_p' must be > 0, got 0; augment config key "
                             "'llm.kinds[1]' must be one of 'entity' or 'pos', got str 'ner'")
+
+
+def test_config_show_augment_is_every_augment_default_with_its_meaning():
+    from knowfree.knowledge.augment_config import AugmentConfig, validate_augment_config
+
+    def described(model):
+        for name, field in model.model_fields.items():
+            assert field.description, name
+            inner = C._section_type(field.annotation)
+            if inner is not None:
+                described(inner)
+    described(AugmentConfig)
+    shown = yaml.safe_load(C.show(AugmentConfig, "augment"))
+    shown["dataset"] = "weibo"
+    assert validate_augment_config(shown) == validate_augment_config({"dataset": "weibo"})
+    done = subprocess.run([sys.executable, "-m", "knowfree", "config", "show", "--augment"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout == C.show(AugmentConfig, "knowfree augment config")

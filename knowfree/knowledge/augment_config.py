@@ -3,29 +3,11 @@
 Relative paths in a config are relative to the repository root (``repo_path``), so a command
 gives the same result from any working directory.
 
-Config (YAML; the typed schema, defaults and ranges are ``AugmentConfig`` below; errors come
-out in the trainer config's format, ``knowfree.config.config_error``)::
-
-
-    dataset: weibo          # registry name; or train_file (+ dev_file, format) instead
-    k: 250                  # K-sentence subset (null: the whole training split)
-    k_shot: null            # or K mentions per target label (the K-shot sampler), not with k
-    sample_seed: 42
-    knowledge: taggers      # llm | taggers | both
-    tagger: null            # lac | jieba | sudachi | kiwi; null: the language's default
-    unknown_entities: drop  # drop | other (keep unknown LLM types as ext.ent.OTHER)
-    schema: {rule: count}   # extension weight rule of knowfree.data.schema, and its arguments
-    llm: {base_url, model, api_key_env, mode: live|replay, cache, temperature, max_tokens,
-          top_p, seed, concurrency, timeout, max_retries, prompts, kinds: [entity, pos],
-          serve, servers}   # serve: 1.5b | 0.5b | a GGUF path: start llama.cpp on loopback
-                            # for the run (live mode) instead of using base_url; servers: how
-                            # many, each pinned to its share of the cores; base_url may also be
-                            # a list of running servers of the same model
-    synthesis: {enabled, min_chars, max_chars, weight, max_per_source, temperature,
-                max_tokens, type_names, pseudo_label: {run_dir | train, batch_size}}
-                            # train: a train config (mapping or YAML path); its model and
-                            # train sections are used, its data are this setting's fusion set
-    output: null            # default results/runs/augment/<name>
+The typed schema is ``AugmentConfig`` below: every key with its default, type, range and
+meaning (``python -m knowfree config show --augment`` prints them as YAML); errors come out in
+the trainer config's format (``knowfree.config.config_error``). Checks that involve several
+keys (a dataset or a train file; the LLM keys a knowledge source needs) follow in
+``validate_augment_config``.
 """
 from __future__ import annotations
 
@@ -60,62 +42,62 @@ def _none_is_empty(value):
 
 
 class PseudoLabel(_Section):
-    run_dir: Optional[str] = None       # a trained run of this same setting, or
-    train: Union[dict, str, None] = None  # a train config (mapping or YAML path) to train one here
-    batch_size: Pos = 16
+    run_dir: Optional[str] = Field(None, description="a trained run of this same setting that pseudo-labels the synthetic sentences")
+    train: Union[dict, str, None] = Field(None, description="or a train config (mapping or YAML path) to train one here; its data are this setting's fusion set")
+    batch_size: Pos = Field(16, description="sentences per pseudo-labelling batch")
 
 
 class Synthesis(_Section):
-    enabled: bool = False
-    min_chars: int = 8
-    max_chars: int = 160
-    weight: Number = 0.5
-    max_per_source: Optional[int] = None
-    temperature: Optional[Annotated[Number, Field(ge=0)]] = None
-    max_tokens: Pos = 512
-    type_names: dict = {}
-    pseudo_label: PseudoLabel = PseudoLabel()
+    enabled: bool = Field(False, description="ask the LLM to explain each entity and cut synthetic sentences from the answers")
+    min_chars: int = Field(8, description="shortest synthetic sentence kept (characters)")
+    max_chars: int = Field(160, description="longest synthetic sentence kept (characters)")
+    weight: Number = Field(0.5, description="loss weight of each synthetic sentence")
+    max_per_source: Optional[int] = Field(None, description="at most this many synthetic sentences per training sentence; null: all")
+    temperature: Optional[Annotated[Number, Field(ge=0)]] = Field(None, description="sampling temperature of explanations; null: llm.temperature")
+    max_tokens: Pos = Field(512, description="longest explanation answer (tokens)")
+    type_names: dict = Field({}, description="label -> the type name the explanation prompt shows for it")
+    pseudo_label: PseudoLabel = Field(PseudoLabel(), description="the model that labels the synthetic sentences")
 
     _empty = field_validator("pseudo_label", mode="before")(_none_is_empty)
 
 
 class LLM(_Section):
-    base_url: Union[str, list[str], None] = None
-    model: Optional[str] = None
-    serve: Optional[str] = None
-    servers: Pos = 1
-    api_key_env: str = "OPENAI_API_KEY"
-    mode: Literal["live", "replay"] = "live"
-    cache: Optional[str] = None
-    temperature: Annotated[Number, Field(ge=0)] = 0.0
+    base_url: Union[str, list[str], None] = Field(None, description="OpenAI-compatible server(s) of one model: a URL or a list of URLs")
+    model: Optional[str] = Field(None, description="model name, as the response cache records it")
+    serve: Optional[str] = Field(None, description="1.5b | 0.5b | a GGUF path: start llama.cpp on loopback for the run instead of base_url")
+    servers: Pos = Field(1, description="with serve: how many servers, each pinned to its share of the cores")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable that holds the API key")
+    mode: Literal["live", "replay"] = Field("live", description="replay: answer only from the cache (a missing answer is an error)")
+    cache: Optional[str] = Field(None, description="response cache folder (resumable; committed caches replay without a server)")
+    temperature: Annotated[Number, Field(ge=0)] = Field(0.0, description="sampling temperature")
     # 1024: a POS answer for a long Weibo post needs ~1000 tokens (the committed caches are
     # keyed with it, so notebooks and configs that keep the default replay them)
-    max_tokens: Pos = 1024
-    top_p: Annotated[Number, Field(gt=0, le=1)] = 1.0
-    seed: Optional[int] = None
-    concurrency: Pos = 2
-    timeout: Annotated[Number, Field(gt=0)] = 300.0
-    max_retries: Annotated[int, Field(ge=0)] = 4
-    prompts: Union[str, dict, None] = None
-    kinds: list[Literal[LLM_KINDS]] = ["entity", "pos"]
+    max_tokens: Pos = Field(1024, description="longest label answer (tokens)")
+    top_p: Annotated[Number, Field(gt=0, le=1)] = Field(1.0, description="nucleus sampling mass")
+    seed: Optional[int] = Field(None, description="sampling seed sent with each request")
+    concurrency: Pos = Field(2, description="requests in flight (raised to one per server)")
+    timeout: Annotated[Number, Field(gt=0)] = Field(300.0, description="seconds per request")
+    max_retries: Annotated[int, Field(ge=0)] = Field(4, description="retries of a failed request")
+    prompts: Union[str, dict, None] = Field(None, description="prompt templates: a folder laid out like the packaged one, or a mapping '<kind>[.<lang>]' -> text or file; null: the packaged ones")
+    kinds: list[Literal[LLM_KINDS]] = Field(["entity", "pos"], description="label extension asked of the LLM: entity types, word segmentation + POS")
 
 
 class AugmentConfig(_Section):
-    dataset: Optional[str] = None
-    train_file: Optional[str] = None
-    dev_file: Optional[str] = None
-    format: str = "jsonl"
-    lang: Optional[Literal[LANGS]] = None
-    k: Optional[Pos] = None
-    k_shot: Optional[Pos] = None
-    sample_seed: int = 42
-    knowledge: Literal[KNOWLEDGE_SOURCES] = "taggers"
-    tagger: Optional[str] = None
-    unknown_entities: Literal[UNKNOWN_ENTITY_POLICIES] = "drop"
-    schema_: Union[dict, str] = Field({"rule": "count"}, alias="schema")
-    llm: LLM = LLM()
-    synthesis: Synthesis = Synthesis()
-    output: Optional[str] = None
+    dataset: Optional[str] = Field(None, description="registry name; or train_file (+ dev_file, format) instead")
+    train_file: Optional[str] = Field(None, description="a training file instead of a dataset")
+    dev_file: Optional[str] = Field(None, description="with train_file: its dev file")
+    format: str = Field("jsonl", description="format of the files (knowfree.data.formats)")
+    lang: Optional[Literal[LANGS]] = Field(None, description="language; null: the data's own")
+    k: Optional[Pos] = Field(None, description="K-sentence subset; null: the whole training split")
+    k_shot: Optional[Pos] = Field(None, description="or K mentions per target label (the K-shot sampler), not with k")
+    sample_seed: int = Field(42, description="seed of the subset (committed LLM caches are made for 42)")
+    knowledge: Literal[KNOWLEDGE_SOURCES] = Field("taggers", description="where extension labels come from: llm, taggers or both")
+    tagger: Optional[str] = Field(None, description="lac | jieba | sudachi | kiwi; null: the language's default")
+    unknown_entities: Literal[UNKNOWN_ENTITY_POLICIES] = Field("drop", description="LLM entity types outside the label set: drop, or other (ext.ent.OTHER)")
+    schema_: Union[dict, str] = Field({"rule": "count"}, alias="schema", description="extension weight rule of knowfree.data.schema, and its arguments")
+    llm: LLM = Field(LLM(), description="the LLM: endpoint or local server, sampling, cache")
+    synthesis: Synthesis = Field(Synthesis(), description="explanation sentences (needs the LLM)")
+    output: Optional[str] = Field(None, description="output folder; null: results/runs/augment/<name>")
 
     model_config = ConfigDict(populate_by_name=False)
     _empty = field_validator("llm", "synthesis", mode="before")(_none_is_empty)
