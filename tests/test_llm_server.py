@@ -9,7 +9,7 @@ import re
 
 import json_repair
 import pytest
-from conftest import llm_unavailable
+from llm_required import llm_unavailable
 
 from knowfree.errors import DataNotFound, KnowfreeError
 from knowfree.knowledge.cache import ResponseCache
