@@ -40,11 +40,20 @@ NonNeg = Annotated[int, Field(ge=0)]
 Rate = Annotated[float, Field(ge=0)]
 
 
-class Section(BaseModel):
-    """One section of a config: unknown keys, wrong types and non-finite numbers are refused;
-    an int is accepted where a float is expected (and stored as a float)."""
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False,
-                              validate_default=True)
+class Strict(BaseModel):
+    """The base of every config schema (trainer, augment, sweep): unknown keys, wrong types and
+    non-finite numbers are refused; an int is accepted where a float is expected."""
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_default=True)
+
+
+def null_means(empty: type):
+    """A before-validator: a key given as null (``llm:`` with nothing under it) is ``empty()``."""
+    return lambda value: empty() if value is None else value
+
+
+class Section(Strict):
+    """One section of a trainer config (an int given for a float is stored as the float)."""
+    model_config = ConfigDict(frozen=True)
     section: ClassVar[str]
 
     def __init__(self, **values):

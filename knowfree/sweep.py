@@ -46,10 +46,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from knowfree import yamlio
-from knowfree.config import config_error
+from knowfree.config import Strict, config_error, null_means
 from knowfree.errors import ConfigError, int_at_least, nonnegative_seconds, path_given
 from knowfree.provenance import REPO_ROOT, atomic_write_text, guard_outputs
 
@@ -103,30 +103,22 @@ def _fill(mapping, values: dict, group: str):
     return out
 
 
-class SweepGroup(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class SweepGroup(Strict):
     name: Annotated[str, Field(min_length=1)]
     set: Optional[dict] = None  # dotted trainer keys -> values; strings may name {grid.key}
     # dotted key -> the values to try; an empty list would silently make the group run nothing
     grid: dict[str, Annotated[list, Field(min_length=1)]] = {}
 
-    @field_validator("grid", mode="before")
-    @classmethod
-    def _no_grid(cls, value):
-        return {} if value is None else value
+    _no_grid = field_validator("grid", mode="before")(null_means(dict))
 
 
-class SweepFile(BaseModel):
+class SweepFile(Strict):
     """A sweep file: the trainer config its runs start from, overrides for every run, groups."""
-    model_config = ConfigDict(extra="forbid", strict=True)
     base: Annotated[str, Field(min_length=1, description="the path of the trainer config its runs start from")]
     set: Optional[dict] = None
     groups: list[SweepGroup] = []
 
-    @field_validator("groups", mode="before")
-    @classmethod
-    def _no_groups(cls, value):
-        return [] if value is None else value
+    _no_groups = field_validator("groups", mode="before")(null_means(list))
 
 
 def plan(sweep: dict) -> list[Run]:

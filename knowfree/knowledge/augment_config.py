@@ -14,10 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Sequence, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from knowfree import yamlio
-from knowfree.config import config_error
+from knowfree.config import Pos, Strict, config_error, null_means
 from knowfree.data.sample import LANGS
 from knowfree.data.schema import check_rule
 from knowfree.errors import ConfigError
@@ -30,24 +30,15 @@ LLM_KINDS = ("entity", "pos")
 # An int stays an int where a float is allowed: the config's hash names the output folder and
 # the LLM request (temperature 0 and 0.0 are different JSON), so committed runs keep their names.
 Number = Union[int, float]
-Pos = Annotated[int, Field(gt=0)]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, validate_default=True)
-
-
-def _none_is_empty(value):
-    return {} if value is None else value  # `llm:` with nothing under it: every default
-
-
-class PseudoLabel(_Section):
+class PseudoLabel(Strict):
     run_dir: Optional[str] = Field(None, description="a trained run of this same setting that pseudo-labels the synthetic sentences")
     train: Union[dict, str, None] = Field(None, description="or a train config (mapping or YAML path) to train one here; its data are this setting's fusion set")
     batch_size: Pos = Field(16, description="sentences per pseudo-labelling batch")
 
 
-class Synthesis(_Section):
+class Synthesis(Strict):
     enabled: bool = Field(False, description="ask the LLM to explain each entity and cut synthetic sentences from the answers")
     min_chars: int = Field(8, description="shortest synthetic sentence kept (characters)")
     max_chars: int = Field(160, description="longest synthetic sentence kept (characters)")
@@ -58,10 +49,10 @@ class Synthesis(_Section):
     type_names: dict = Field({}, description="label -> the type name the explanation prompt shows for it")
     pseudo_label: PseudoLabel = Field(PseudoLabel(), description="the model that labels the synthetic sentences")
 
-    _empty = field_validator("pseudo_label", mode="before")(_none_is_empty)
+    _empty = field_validator("pseudo_label", mode="before")(null_means(dict))
 
 
-class LLM(_Section):
+class LLM(Strict):
     base_url: Union[str, list[str], None] = Field(None, description="OpenAI-compatible server(s) of one model: a URL or a list of URLs")
     model: Optional[str] = Field(None, description="model name, as the response cache records it")
     serve: Optional[str] = Field(None, description="1.5b | 0.5b | a GGUF path: start llama.cpp on loopback for the run instead of base_url")
@@ -82,7 +73,7 @@ class LLM(_Section):
     kinds: list[Literal[LLM_KINDS]] = Field(["entity", "pos"], description="label extension asked of the LLM: entity types, word segmentation + POS")
 
 
-class AugmentConfig(_Section):
+class AugmentConfig(Strict):
     dataset: Optional[str] = Field(None, description="registry name; or train_file (+ dev_file, format) instead")
     train_file: Optional[str] = Field(None, description="a training file instead of a dataset")
     dev_file: Optional[str] = Field(None, description="with train_file: its dev file")
@@ -99,8 +90,7 @@ class AugmentConfig(_Section):
     synthesis: Synthesis = Field(Synthesis(), description="explanation sentences (needs the LLM)")
     output: Optional[str] = Field(None, description="output folder; null: results/runs/augment/<name>")
 
-    model_config = ConfigDict(populate_by_name=False)
-    _empty = field_validator("llm", "synthesis", mode="before")(_none_is_empty)
+    _empty = field_validator("llm", "synthesis", mode="before")(null_means(dict))
 
 
 def validate_augment_config(raw: dict) -> dict:
