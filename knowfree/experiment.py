@@ -22,6 +22,7 @@ from knowfree.config import notebook_config
 from knowfree.data import formats, registry, sampling
 from knowfree.data.sample import Sample
 from knowfree.provenance import hash_json, hash_samples
+from knowfree import results
 from knowfree.results import data_hashes
 
 # Ablation rows: training data, head, whether extension labels are trained.
@@ -357,6 +358,9 @@ def scores_row(metrics: Mapping[str, Any]) -> dict:
             row[f"{split}_{short}"] = 100 * m[key] if key in m else float("nan")
     row["best_epoch"] = metrics.get("best_epoch")
     row["wall_s"] = round(metrics.get("wall_seconds", float("nan")), 1)
+    history = Path(metrics.get("run_dir", "")) / "epochs.csv"
+    row.update(results.convergence(pd.read_csv(history)) if history.is_file()
+               else {"dev_rise_last_quarter": float("nan"), "converged": None})
     return row
 
 

@@ -104,6 +104,28 @@ def mean_std(df: pd.DataFrame, by: Sequence[str], value: str, scale: float = 1.0
     return out
 
 
+# A head counts as converged when the best dev F1 of its last quarter of epochs is at most this
+# many points above the best dev F1 before it. 0.5 is below the seed spread of every committed
+# three-seed cell (dev std 0.43-1.12 F1 on Weibo K=250), so a smaller rise cannot be told from
+# noise, and a larger one says more epochs would have paid.
+CONVERGED_RISE = 0.5
+
+
+def convergence(epochs: pd.DataFrame, tolerance: float = CONVERGED_RISE) -> dict:
+    """Did dev F1 stop rising? ``epochs`` is a run's epochs.csv (dev_f1 in [0, 1], empty where
+    dev was not scored). The last quarter is the epochs after ``last - last // 4``; ``rise`` is
+    its best dev F1 minus the best before it, in points. With fewer than one scored epoch on
+    either side nothing can be said: rise NaN, converged None."""
+    last = int(epochs["epoch"].max())
+    cut = last - last // 4
+    scored = epochs.dropna(subset=["dev_f1"])
+    early, late = scored[scored["epoch"] <= cut], scored[scored["epoch"] > cut]
+    if early.empty or late.empty:
+        return {"dev_rise_last_quarter": float("nan"), "converged": None}
+    rise = 100 * (float(late["dev_f1"].max()) - float(early["dev_f1"].max()))
+    return {"dev_rise_last_quarter": round(rise, 2), "converged": bool(rise <= tolerance)}
+
+
 class Recorder:
     """Writes one notebook's tables and figures with provenance."""
 

@@ -143,3 +143,14 @@ def test_notebook_parameters_cell_matches_schema(name):
     values = P.collect(name, ns)
     assert values["results_dir"].startswith("results/runs/"), \
         "standalone runs (nbval, JupyterLab) must write into the ignored results/runs/"
+
+
+@pytest.mark.parametrize("name", list(P.NOTEBOOKS))
+def test_papermill_reads_every_line_of_the_parameters_cell(name, caplog):
+    # papermill's parser skips a line it cannot read with a warning only; the key then has no
+    # help text and no type in `papermill --help-notebook` (a comment with `= ""` did that)
+    import papermill
+    with caplog.at_level("WARNING"):
+        found = papermill.inspect_notebook(str(P.NOTEBOOK_DIR / f"{name}.ipynb"))
+    assert not [r for r in caplog.records if "Unable to parse" in r.getMessage()]
+    assert set(found) == set(P.NOTEBOOKS[name])
