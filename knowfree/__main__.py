@@ -9,6 +9,7 @@ COMMANDS = {
     "init": ("knowfree.data.project", "your own labelled data as a local dataset, with train/augment/params files"),
     "eval": ("knowfree.metrics", "span-level P/R/F1 of a prediction file against gold"),
     "train": ("knowfree.train", "train a model from a YAML config"),
+    "cv": ("knowfree.crossval", "without a dev set: choose the epochs by k-fold cross-validation, then train on all"),
     "config": ("knowfree.config", "the trainer's config keys: `config show` (defaults), `config check FILE`"),
     "sweep": ("knowfree.sweep", "run many trainings of one config in parallel (seeds, heads, K)"),
     "predict": ("knowfree.predict", "predict spans for raw text with a trained run"),

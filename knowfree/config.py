@@ -159,6 +159,11 @@ class TrainConfig(Section):
     weight_preset: Optional[str] = Field(
         None, description="a schedule of knowfree.data.schema.WEIGHT_PRESETS that sets the extension "
                           "weight rule and the synthetic weight together")
+    select: Union[Literal["best_dev", "last"], Pos] = Field(
+        "best_dev", description="which epoch's weights the run keeps: best_dev (needs a dev set); last; "
+                                "or an epoch N <= epochs, where training stops (the learning-rate "
+                                "schedule still spans all epochs). With last or N, dev is optional "
+                                "and only reported: the final model of `python -m knowfree cv`")
 
 
     @model_validator(mode="after")
@@ -330,9 +335,16 @@ def _check_together(out: dict) -> None:
         raise ConfigError("config needs data.dataset (a registry name) or data.train_file (a file "
                           "with dev_file beside it), or both (train from the file, dev and test "
                           "from the dataset)")
-    if d["dataset"] is None and d["dev_file"] is None:
+    if d["dataset"] is None and d["dev_file"] is None and t["select"] == "best_dev":
         raise ConfigError("data.dev_file is required with data.train_file: the checkpoint is "
-                          "selected on dev, never on test")
+                          "selected on dev, never on test (without a dev set: train.select: last "
+                          "with train.epochs chosen by `python -m knowfree cv`)")
+    if t["select"] != "best_dev" and t["patience"] is not None:
+        raise ConfigError(f"train.patience={t['patience']} stops on dev F1, but train.select: {t['select']} "
+                          "keeps a fixed epoch whatever dev says (fix: patience: null, or select: best_dev)")
+    if isinstance(t["select"], int) and t["select"] > t["epochs"]:
+        raise ConfigError(f"train.select={t['select']} is an epoch after the last one (train.epochs="
+                          f"{t['epochs']}); fix: select an epoch <= {t['epochs']}, or raise train.epochs")
     if d["dataset"] is not None and (d["dev_file"] or d["test_file"]):
         raise ConfigError("data.dev_file / data.test_file go with data.train_file, not data.dataset "
                           "(with both, dev and test come from the dataset)")
@@ -367,7 +379,8 @@ def _check_together(out: dict) -> None:
 # they hold it, so that older run folders (whose config.json lacks them) keep their hash.
 HASH_NEUTRAL = {("train", "precision"): "fp32", ("model", "freeze_embeddings"): False,
                 ("model", "freeze_layers"): 0, ("model", "max_span_length"): None,
-                ("train", "init_from"): None, ("data", "k_shot"): None, ("train", "weight_preset"): None}
+                ("train", "init_from"): None, ("data", "k_shot"): None, ("train", "weight_preset"): None,
+                ("train", "select"): "best_dev"}
 
 
 def config_hash(config: dict) -> str:

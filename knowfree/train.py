@@ -63,9 +63,10 @@ from knowfree.provenance import (REPO_ROOT, atomic_write_json, git_commit, guard
 # --------------------------------------------------------------------------------------------
 
 
-def load_data(data_cfg: dict) -> tuple[dict[str, list[Sample]], dict, Subset | None]:
+def load_data(data_cfg: dict, need_dev: bool = True) -> tuple[dict[str, list[Sample]], dict, Subset | None]:
     """Train/dev/test samples as the config names them, what identifies them, and the
-    K-sentence subset drawn from train (None when all of train is used)."""
+    K-sentence subset drawn from train (None when all of train is used). ``need_dev=False``
+    (train.select: last) lets dev be absent."""
     info: dict[str, Any] = {}
     if data_cfg["dataset"] is not None:
         ds = open_dataset(data_cfg["dataset"])
@@ -75,7 +76,7 @@ def load_data(data_cfg: dict) -> tuple[dict[str, list[Sample]], dict, Subset | N
         info["targets"] = list(ds.entry.labels)
         for warning in ds.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        if "dev" not in splits:
+        if "dev" not in splits and need_dev:
             raise ConfigError(f"dataset {data_cfg['dataset']!r} has no dev split; model selection "
                               f"needs one (splits: {sorted(splits)})")
     else:
@@ -111,7 +112,7 @@ def load_data(data_cfg: dict) -> tuple[dict[str, list[Sample]], dict, Subset | N
                           "file": "subset.json"}
         if subset.method == "k-shot":
             info["subset"].update(method=subset.method, sentences=len(subset.ids), shortfall=subset.shortfall)
-    for split in ("train", "dev"):
+    for split in ("train", "dev") if need_dev else ("train",):
         if not splits.get(split):
             raise ConfigError(f"the {split} split is empty; check data.{split}_file / data.dataset")
     info["hashes"] = {split: hash_samples(samples) for split, samples in splits.items()}
@@ -321,7 +322,9 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
     if slow and world.main:
         print(f"warning: {slow}", file=sys.stderr)
 
-    splits, data_info, subset = load_data(config["data"])
+    # the epoch kept when it is fixed in advance (train.select: last or N), else None: dev decides
+    fixed = None if t["select"] == "best_dev" else t["epochs"] if t["select"] == "last" else t["select"]
+    splits, data_info, subset = load_data(config["data"], need_dev=fixed is None)
     if world.main:  # it may take over (clean) a folder whose setup failed
         _check_same_run(run, chash, data_info)
     world.barrier()
@@ -435,11 +438,15 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
         row = {"epoch": epoch, "train_loss": loss_sum / max(1, len(batches)),
                "lr_encoder": lrs.get("encoder", 0.0), "lr_head": lrs.get("head", 0.0),
                "train_seconds": time.time() - t0}
-        if epoch % t["eval_every"] == 0 or epoch == t["epochs"]:
+        dev = None
+        if splits.get("dev") and (epoch % t["eval_every"] == 0 or epoch in (t["epochs"], fixed)):
             # rank 0 scores; every rank takes its decisions from the same scores
             dev = world.share(_evaluate(model, splits["dev"], t["eval_batch_size"], device, precision)
                               if world.main else None)
             row.update(dev_p=dev["precision"], dev_r=dev["recall"], dev_f1=dev["f1"])
+        if fixed is not None:  # chosen elsewhere (cross-validation): the current epoch is kept
+            best = {"epoch": epoch, "f1": dev["f1"] if dev else None, "dev": dev}
+        elif dev is not None:
             if dev["f1"] > best["f1"]:  # strict: ties keep the earlier, cheaper checkpoint
                 best = {"epoch": epoch, "f1": dev["f1"], "dev": dev}
                 if world.main:
@@ -447,13 +454,16 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
                                                             **frozen_ref})
             if t["patience"] and epoch - best["epoch"] >= t["patience"]:
                 finished = True
-        finished = finished or epoch == t["epochs"]
+        finished = finished or epoch in (t["epochs"], fixed)
         row["seconds"] = time.time() - t0
         history.append(row)
         if world.main:
             write_epochs_csv(run / "epochs.csv", history)
         pausing = stop_after is not None and epoch >= stop_after
         if world.main and (finished or pausing or epoch % config["output"]["checkpoint_every"] == 0):
+            if fixed is not None:  # a resumed or finished run keeps this epoch's weights
+                pending_best = (weight_tensors(model), {"epoch": epoch, **frozen_ref,
+                                                        **({"dev_f1": dev["f1"]} if dev else {})})
             if pending_best is not None:
                 write_weights(run / "model.safetensors", *pending_best)
                 pending_best = None
@@ -572,7 +582,8 @@ def cli_main(argv) -> int:
               f"({metrics['run_dir']})")
         return 0
     dev, test = metrics["dev"], metrics["test"]
-    line = f"best epoch {metrics['best_epoch']}: dev F1 {dev['f1']:.4f}"
+    line = (f"best epoch {metrics['best_epoch']}: dev F1 {dev['f1']:.4f}" if dev
+            else f"epoch {metrics['best_epoch']} kept (train.select, no dev set)")
     if test:
         line += f", test P/R/F1 {test['precision']:.4f} / {test['recall']:.4f} / {test['f1']:.4f}"
     print(f"{line}\nrun folder: {metrics['run_dir']}")
