@@ -152,7 +152,7 @@ def report(record: dict) -> str:
 def cli_main(argv) -> int:
     import argparse
 
-    from knowfree.config import load_config
+    from knowfree import yamlio
     from knowfree.errors import int_at_least, path_given
 
     p = argparse.ArgumentParser(prog="python -m knowfree cv", description=__doc__.split("\n")[0])
@@ -165,9 +165,11 @@ def cli_main(argv) -> int:
                    help="override a config value, e.g. --set train.epochs=30 (value read as YAML)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = p.parse_args(list(argv))
-    config = load_config(args.config, args.overrides)
-    data = config["data"]
-    guard_outputs([("CONFIG", args.config), *((f"data.{k}", data[k]) for k in ("train_file", "dev_file",
+    # not validated here: without a dev set the trainer's check refuses best-dev selection, which
+    # cross_validate replaces by its own (and then validates the config as its runs use it)
+    config = yamlio.apply_overrides(yamlio.load_file(args.config, "config"), list(args.overrides))
+    data = config.get("data") or {}
+    guard_outputs([("CONFIG", args.config), *((f"data.{k}", data.get(k)) for k in ("train_file", "dev_file",
                                                                             "test_file", "schema_file"))],
                   folders=[("--out", args.out)])
     record = cross_validate(config, args.out, args.folds, args.fold_seed, progress=not args.no_progress)

@@ -138,3 +138,14 @@ def test_cli_refuses_one_fold_in_the_flags_terms(data, tmp_path, capsys):
         knowfree_main(["cv", str(path), "--out", str(tmp_path / "o"), "--folds", "1"])
     assert stop.value.code == 2 and "--folds" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_runs_a_config_without_dev_set(data, tmp_path, capsys):
+    cfg = config(data, epochs=2)
+    del cfg["train"]["select"]
+    path = tmp_path / "c.yaml"
+    path.write_text(json.dumps(cfg))
+    assert knowfree_main(["cv", str(path), "--out", str(tmp_path / "o"), "--folds", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    record = json.loads((tmp_path / "o" / "cv.json").read_text())
+    assert f"chosen epoch {record['chosen_epoch']}" in out and (tmp_path / "o" / "final" / "metrics.json").is_file()
