@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from backbones_table import mean_std  # noqa: E402
 from speed_quality_table import welch  # noqa: E402
 
+from knowfree.config import HASH_NEUTRAL  # noqa: E402
 from knowfree.provenance import atomic_write_text, git_commit, sha256_file  # noqa: E402
 
 # per K: where the gold runs are (summary, group), the knowledge sweep, what differs from gold
@@ -110,8 +111,10 @@ def check_recipe(run: dict, gold: dict) -> None:
     """Raise RecipeMismatch unless `run` differs from `gold` only in ALLOWED keys and in its train data."""
     mine = flat(json.loads((ROOT / run["run_dir"] / "config.json").read_text(encoding="utf-8")))
     theirs = flat(json.loads((ROOT / gold["run_dir"] / "config.json").read_text(encoding="utf-8")))
+    # a key added after a run was trained (knowfree.config.HASH_NEUTRAL) holds its neutral value there
+    neutral = {f"{section}.{key}": value for (section, key), value in HASH_NEUTRAL.items()}
     for key in sorted(set(mine) | set(theirs)):
-        if key not in ALLOWED and mine.get(key) != theirs.get(key):
+        if key not in ALLOWED and mine.get(key, neutral.get(key)) != theirs.get(key, neutral.get(key)):
             raise RecipeMismatch(
                 f"{run['run_dir']}: {key} = {mine.get(key)!r}, but the gold run {gold['run_dir']} has "
                 f"{theirs.get(key)!r}; only {', '.join(sorted(ALLOWED))} may differ. Rerun the variant "
