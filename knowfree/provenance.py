@@ -236,7 +236,8 @@ def git_commit(short: bool = False) -> str:
                              capture_output=True, text=True, check=True).stdout.strip()
         changed = subprocess.run(["git", "diff", "HEAD", "--name-only", "-z"], cwd=REPO_ROOT,
                                  capture_output=True, text=True, check=True).stdout.split("\0")
-        dirty = any(path and _counts_as_dirt(path) for path in changed)
+        own = _own_outputs()
+        dirty = any(path and path not in own and _counts_as_dirt(path) for path in changed)
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -250,6 +251,29 @@ def notebook_sources(text: str) -> list[tuple[str, str]] | None:
                 for c in cells]
     except (ValueError, KeyError, TypeError):
         return None
+
+
+OWN_OUTPUTS_VAR = "KNOWFREE_OWN_OUTPUTS"
+
+
+def _own_outputs() -> set[str]:
+    """Tracked files the command that started this process writes itself (a sweep's
+    summary.csv and tables), repository-relative: the sweep rewrites them after every stage,
+    and a run it starts later must not read its own sweep's output as dirt. Paths outside the
+    repository are dropped; nothing else is exempt."""
+    told = os.environ.get(OWN_OUTPUTS_VAR, "")
+    own = set()
+    for item in filter(None, told.split(os.pathsep)):
+        try:
+            own.add(Path(item).resolve().relative_to(Path(REPO_ROOT).resolve()).as_posix())
+        except ValueError:
+            pass
+    return own
+
+
+def own_outputs_env(paths) -> dict:
+    """The environment entry that exempts ``paths`` (the caller's own output files)."""
+    return {OWN_OUTPUTS_VAR: os.pathsep.join(str(Path(p).resolve()) for p in paths)}
 
 
 def _counts_as_dirt(path: str) -> bool:

@@ -51,7 +51,7 @@ from pydantic import Field, ValidationError, field_validator
 from knowfree import yamlio
 from knowfree.config import Strict, config_error, null_means
 from knowfree.errors import ConfigError, int_at_least, nonnegative_seconds, path_given
-from knowfree.provenance import REPO_ROOT, atomic_write_text, guard_outputs
+from knowfree.provenance import REPO_ROOT, atomic_write_text, guard_outputs, own_outputs_env
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -472,6 +472,9 @@ def cli_main(argv) -> int:
             print(r.name, " ".join(r.overrides))
         return 0
     out = Path(args.out)
+    # the runs record the commit they were trained at; this sweep's own summary and tables
+    # (rewritten after each stage, often tracked) are not a change to what they run
+    os.environ.update(own_outputs_env([out / "summary.csv", *(f for _, f in table_files)]))
     if args.collect:
         rows = collect(runs, out)
     elif args.backend == "ray":

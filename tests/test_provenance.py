@@ -50,3 +50,19 @@ def test_a_changed_cell_or_module_is_dirt(repo, edit):
     else:
         (root / "m.py").write_text("A = 2\n", encoding="utf-8")
     assert provenance.git_commit().endswith("+dirty")
+
+
+def test_a_sweeps_own_summary_is_not_dirt_for_its_runs(repo, monkeypatch):
+    """A sweep run in stages rewrites its tracked summary.csv after each stage; the runs of a
+    later stage train the same code and must record a clean commit. Any other change still
+    counts."""
+    root, _ = repo
+    (root / "summary.csv").write_text("a\n", encoding="utf-8")
+    _git(root, "add", "summary.csv")
+    _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "y")
+    (root / "summary.csv").write_text("a\nb\n", encoding="utf-8")
+    assert provenance.git_commit().endswith("+dirty")
+    monkeypatch.setenv(*next(iter(provenance.own_outputs_env([root / "summary.csv"]).items())))
+    assert not provenance.git_commit().endswith("+dirty")
+    (root / "m.py").write_text("A = 2\n", encoding="utf-8")
+    assert provenance.git_commit().endswith("+dirty")
