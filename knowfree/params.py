@@ -112,6 +112,9 @@ KEYS: dict[str, Key] = {
                                 "layers (their output is cached per sentence)", minimum=0),
     "max_span_length": Key("int", "widest span (tokens) the span heads score; 0: every span",
                            minimum=0),
+    "jobs": Key("int", "trainings of the grid run side by side, each in its own process with "
+                       "threads // jobs torch threads (one training keeps about 1.1 CPU cores busy)",
+                minimum=1),
     "head": Key("str", "model head", choices=HEADS),
     "train_set": Key("str", "what notebook 03 trains on", choices=TRAIN_SETS),
     "variants": Key("list[str]", "ablation rows to run", choices=VARIANTS),
@@ -134,7 +137,7 @@ _DATA = ("dataset", "k", "sample_seed", "max_len")
 _KNOW = ("knowledge", "llm", "llm_replay", "llm_base_url", "llm_servers", "llm_cache", "synthesis")
 _TRAIN = ("encoder", "eval_limit", "epochs", "batch_size", "encoder_lr", "head_lr", "threads",
           "eval_every", "precision", "freeze_embeddings", "freeze_layers", "max_span_length")
-_GRID = ("ks", "sample_seed", "seeds", "max_len", "variants")
+_GRID = ("ks", "sample_seed", "seeds", "max_len", "variants", "jobs")
 
 NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "01_data_exploration": _WHERE + _DATA + ("n_show",),

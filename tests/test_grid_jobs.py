@@ -1,0 +1,43 @@
+"""Notebooks 04/05 train their grid `jobs` at a time in spawned processes: the parallel grid
+scores exactly what the same configs score one after another, and a run that already exists
+(notebook 03's) is reused, not retrained with fewer threads."""
+import json
+from pathlib import Path
+
+from knowfree import experiment
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_ablations.ipynb"
+
+
+def _defaults() -> dict:
+    """The smoke settings of notebook 04's parameters cell."""
+    cell = next(c for c in json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"]
+                if "parameters" in c["metadata"].get("tags", []))
+    namespace: dict = {}
+    exec("".join(cell["source"]), namespace)
+    return {k: v for k, v in namespace.items() if not k.startswith("__")}
+
+
+def _scores(frame):
+    return frame[["variant", "seed", "dev_f1", "test_f1", "best_epoch", "threads"]].to_dict("records")
+
+
+def test_parallel_grid_equals_the_same_runs_in_sequence(tmp_path):
+    P = {**_defaults(), "ks": [20], "seeds": [1], "variants": ["plain", "tagger", "cnn"],
+         "knowledge": "none", "epochs": 2, "threads": 2}
+    # notebook 03's run of the plain head, at the notebook's own thread count
+    first, _ = experiment.grid(["msra"], {**P, "variants": ["plain"], "jobs": 1}, tmp_path / "par")
+    parallel, _ = experiment.grid(["msra"], {**P, "jobs": 2}, tmp_path / "par")
+    assert list(parallel["threads"]) == [2, 1, 1]  # plain reused; the other two trained with 2 // 2
+    assert _scores(parallel)[0] == _scores(first)[0]
+    folders = sorted(p.name for p in (tmp_path / "par" / "train").iterdir())
+    assert len(folders) == 3
+    weights = [p.parent.name for p in (tmp_path / "par" / "train").glob("*/model.safetensors")]
+    assert len(weights) == 1 and "-gold-knowfree-" in weights[0]  # grids keep scores; 03's run its weights
+
+    sequential, _ = experiment.grid(["msra"], {**P, "variants": ["tagger", "cnn"], "threads": 1, "jobs": 1},
+                                    tmp_path / "seq")
+    assert _scores(parallel)[1:] == _scores(sequential)
+    again, _ = experiment.grid(["msra"], {**P, "jobs": 2}, tmp_path / "par")  # nothing left to train
+    assert _scores(again) == _scores(parallel)
+    assert sorted(p.name for p in (tmp_path / "par" / "train").iterdir()) == folders
