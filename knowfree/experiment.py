@@ -345,6 +345,28 @@ def train_run(config: dict, work_dir: Path, label: str, keep_weights: bool = Tru
     return metrics
 
 
+def cv_run(config: dict, work_dir: Path, label: str, folds: int, progress: bool = True) -> dict:
+    """Notebook 06 with ``selection = "cv"``: the epoch chosen by ``folds``-fold
+    cross-validation over the config's training file, then the final model on all of it
+    (``knowfree.crossval``); the dev file is not used. Resumable and reused like ``train_run``:
+    the folder is named by ``label`` and the config. Returns cv.json's record with the final
+    run's metrics under ``final_metrics``."""
+    from knowfree.config import config_hash, validate_config
+    from knowfree.crossval import cross_validate
+
+    config = json.loads(json.dumps(config))
+    config["data"]["dev_file"] = None
+    config["train"]["select"] = "last"  # hashed as the final run is validated; cv sets its epoch
+    folder = Path(work_dir) / "cv" / f"{label}-cv{folds}-{config_hash(validate_config(config))[:8]}"
+    del config["train"]["select"]
+    done = folder / "cv.json"
+    record = json.loads(done.read_text(encoding="utf-8")) if done.is_file() else \
+        cross_validate(config, folder, folds, progress=progress)
+    record["final_metrics"] = json.loads((folder / "final" / "metrics.json").read_text(encoding="utf-8"))
+    record["report"] = (folder / "cv.md").read_text(encoding="utf-8")
+    return record
+
+
 def run_label(setting: Setting, train_set: str, head: str, seed: int) -> str:
     return f"{setting.name}-{train_set}-{head}-s{seed}"
 

@@ -129,6 +129,11 @@ KEYS: dict[str, Key] = {
     "labels": Key("str", "comma-separated labels to keep; '' keeps every label of train"),
     "lang": Key("str", "language of the data; '' guesses it from the script",
                 choices=("", "zh", "ja", "ko", "en")),
+    "selection": Key("str", "how the trained weights are chosen: dev (the epoch with the best dev F1) "
+                            "or cv (the epoch by cv_folds-fold cross-validation over the training "
+                            "set, then one model on all of it; the dev split is not used)",
+                     choices=("dev", "cv")),
+    "cv_folds": Key("int", "folds of selection = cv", minimum=2),
     "export_format": Key("str", "export the trained run: hf, onnx, or none", choices=("hf", "onnx", "none")),
 }
 
@@ -147,7 +152,8 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "04_ablations": _WHERE + ("dataset",) + _GRID + _KNOW + ("syn_init",) + _TRAIN,
     "05_cross_lingual": _WHERE + ("datasets",) + _GRID + _KNOW + ("syn_init",) + _TRAIN,
     "06_your_data": _WHERE + ("data_path", "data_format", "dataset_name", "labels", "lang", "k",
-                              "k_shot", "sample_seed") + _KNOW + _TRAIN + ("seed", "n_show", "export_format"),
+                              "k_shot", "sample_seed") + _KNOW + _TRAIN + ("seed", "selection", "cv_folds", "n_show",
+                                                                        "export_format"),
 }
 TOP_LEVEL = ("run_name", "shared", "notebooks")
 
