@@ -39,8 +39,10 @@ import csv
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -306,6 +308,11 @@ def execute(base: Path, runs: list[Run], out: Path, jobs: int, deadline: float |
             pending.append(r)
     active: dict[str, tuple[subprocess.Popen, object]] = {}
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # `kill PID` (SIGTERM) must stop the trainings too: without a handler Python dies without
+    # running the `finally` below, and the orphans go on writing into run folders that a
+    # restarted sweep would then train a second time, side by side
+    previous = signal.signal(signal.SIGTERM, _terminated) \
+        if threading.current_thread() is threading.main_thread() else None
     try:
         while pending or active:
             late = deadline is not None and time.time() - t0 > deadline
@@ -341,8 +348,15 @@ def execute(base: Path, runs: list[Run], out: Path, jobs: int, deadline: float |
     finally:
         for proc, logf in active.values():
             proc.kill()
+            proc.wait()
             logf.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return [_row(r, out / r.name, status.get(r.name, "not started")) for r in runs]
+
+
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 class RayUnavailable(ConfigError):

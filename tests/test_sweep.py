@@ -112,3 +112,30 @@ def test_shipped_sweeps_give_valid_trainer_configs(path):
             knowledge, _ = _knowledge_of(str(REPO_ROOT / train_file))
             assert not knowledge.startswith("as in"), f"{r.name}: no stats.json beside {train_file}"
 
+
+
+def test_a_terminated_sweep_stops_its_trainings(toy, tmp_path):  # noqa: F811
+    """`kill PID` of a sweep: its training processes end with it (no orphan keeps writing a run
+    folder that a restarted sweep would train again beside it), and the run resumes later."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(toy_config(toy, epochs=400)), encoding="utf-8")
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
+        "base": str(tmp_path / "base.yaml"), "groups": [{"name": "g", "grid": {"train.seed": [0]}}]}),
+        encoding="utf-8")
+    sweep = subprocess.Popen([sys.executable, "-m", "knowfree", "sweep", str(tmp_path / "sweep.yaml"),
+                              "--out", str(tmp_path / "out")])
+    child = []
+    for _ in range(600):  # until the sweep has started its training process
+        child = subprocess.run(["pgrep", "-P", str(sweep.pid)], capture_output=True, text=True).stdout.split()
+        if child:
+            break
+        time.sleep(0.1)
+    assert len(child) == 1
+    time.sleep(2)
+    sweep.send_signal(signal.SIGTERM)
+    assert sweep.wait(timeout=60) == 128 + signal.SIGTERM
+    assert subprocess.run(["ps", "-p", child[0]], capture_output=True).returncode != 0  # gone
