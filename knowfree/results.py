@@ -243,6 +243,7 @@ OTHER_PRODUCERS = {
     "sweeps/knowledge_weibo_k250_m3e/": "python -m knowfree sweep configs/sweeps/knowledge_weibo_k250_m3e.yaml "
                                         "--out results/sweeps/knowledge_weibo_k250_m3e --jobs 2 (2 CPU cores)",
     "tables/knowledge_weibo_k50_m3e.": "python scripts/knowledge_table.py --k 50 (after the sweep it names)",
+    "tables/main.": "python scripts/main_table.py (after the knowledge tables it names)",
     "sweeps/knowledge_weibo_k50_m3e/": "python -m knowfree sweep configs/sweeps/knowledge_weibo_k50_m3e.yaml "
                                        "--out results/sweeps/knowledge_weibo_k50_m3e --jobs 2 (2 CPU cores)",
 }

@@ -1,0 +1,36 @@
+"""results/tables/main.*: every number is its knowledge table's, and the committed file is what
+scripts/main_table.py writes from the committed tables today (apart from the producing commit)."""
+import csv
+import importlib.util
+import re
+
+from knowfree.provenance import REPO_ROOT
+
+spec = importlib.util.spec_from_file_location("main_table", REPO_ROOT / "scripts" / "main_table.py")
+main_table = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(main_table)
+
+
+def _without_commit(text: str) -> str:
+    return re.sub(r"Produced by `python scripts/main_table.py` at \S+", "", text)
+
+
+def test_committed_main_table_is_regenerated_from_the_knowledge_tables():
+    csv_text, md = main_table.build()
+    assert (REPO_ROOT / "results/tables/main.csv").read_text(encoding="utf-8") == csv_text
+    assert _without_commit((REPO_ROOT / "results/tables/main.md").read_text(encoding="utf-8")) == _without_commit(md)
+
+
+def test_every_done_cell_equals_its_knowledge_table_row():
+    rows = list(csv.DictReader(open(REPO_ROOT / "results/tables/main.csv", encoding="utf-8")))
+    done = [r for r in rows if r["status"] == "done"]
+    assert done and {r["column"] for r in done} >= {"plain", "ext_llm", "full_warm"}
+    for r in done:
+        source = {s["variant"]: s for s in csv.DictReader(open(REPO_ROOT / r["source"], encoding="utf-8"))}
+        s = source[r["variant"]]
+        assert (r["test_f1_mean"], r["test_f1_std"], r["test_f1_per_seed"]) == \
+            (s["test_f1_mean"], s["test_f1_std"], s["test_f1_per_seed"])
+        if r["column"] != "plain":
+            assert (r["test_diff_vs_plain"], r["test_diff_ci95"]) == (s["test_diff_vs_gold"], s["test_diff_ci95"])
+    # a cell not run names no number
+    assert all(r["test_f1_mean"] == "" for r in rows if r["status"] == "not run")
