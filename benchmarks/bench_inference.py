@@ -1,6 +1,7 @@
 """Inference throughput of the KnowFREE model on Weibo test, against the FLOP bound.
 
-Model: ``build_model(ModelConfig())`` (knowfree head, e5-small-offline encoder) over the label
+Model: ``build_model(ModelConfig(**--model))`` (knowfree head; the encoder of ModelConfig unless
+``--model encoder=...`` names another) over the label
 schema of the Weibo train split (8 target labels), untrained: throughput does not depend on the
 weights, with one exception handled below (decoding). Data: the 270 Weibo test sentences,
 without their gold spans (as the predictor sees raw text), sorted by length and cut into
@@ -393,7 +394,8 @@ def main(argv=None) -> int:
         for r in spin:
             print("default wait policy:", r, flush=True)
         rows += spin
-    extra = {"load_start": load_start, "machine": info, "gold": gold, "need": need, "terms": terms,
+    extra = {"encoder": model.config.encoder, "layers": bcfg.num_hidden_layers,
+             "load_start": load_start, "machine": info, "gold": gold, "need": need, "terms": terms,
              "calibrated": calibrated, "window_cpu": window_cpu, "mm": mm, "prof": prof,
              "elapsed": time.perf_counter() - start_wall, "commit": git_commit(),
              "argv": sys.argv[1:] if argv is None else list(argv)}
@@ -421,7 +423,7 @@ def write(rows: list[dict], x: dict, args) -> None:
         f"Python {m['python']}. Load average at start (1/5/15 min): "
         + " / ".join(f"{v:.2f}" for v in x["load_start"]) + ", on a machine shared with other jobs.",
         "",
-        f"Model: knowfree head, e5-small-offline encoder; {n} Weibo test sentences ({rows[0]['tokens']} characters, {rows[0]['pieces']} pieces "
+        f"Model: knowfree head, {x['encoder']} encoder; {n} Weibo test sentences ({rows[0]['tokens']} characters, {rows[0]['pieces']} pieces "
         f"with specials, {rows[0]['cells']} span cells), sorted by length, torch.inference_mode, "
         f"{args.precision} (torch.autocast for bf16; the bound below is a {args.precision} matmul), "
         f"model config {args.model_config or 'defaults'}, untrained weights. Tokenisation "
@@ -475,7 +477,7 @@ def write(rows: list[dict], x: dict, args) -> None:
     lines += [
         "",
         "## FLOP count (what the model must do)", "",
-        f"- Encoder (12 x [q, k, v, out, FFN] projections + attention L^2 terms, from the backbone "
+        f"- Encoder ({x['layers']} x [q, k, v, out, FFN] projections + attention L^2 terms, from the backbone "
         f"config): {need['encoder'] / 1e9:.1f} GFLOP for the {n} sentences "
         f"({need['encoder'] / rows[0]['pieces'] / 1e6:.1f} MFLOP per piece; attention "
         f"{need['encoder_attention'] / 1e9:.1f} GFLOP of it).",
