@@ -128,6 +128,8 @@ def build() -> tuple[str, str]:
             labeller = json.loads((ROOT / stats).read_text(encoding="utf-8"))["synthesis"]["pseudo_label"]
             aside = [f"{start} {variant} {cell(rows[variant], variant).replace('<br>', ', ')}"
                      for variant, start in starts.items() if variant in rows]
+            commits.update(c for variant in starts if variant in rows
+                           for c in rows[variant]["git_commit"].split(";") if c)
             notes.append(f"{dataset} K={k}, the full method on explanation sentences pseudo-labelled by "
                          f"the augment run's own model (`{stats}`: dev F1 "
                          f"{100 * labeller['model_dev']['f1']:.1f}; configs/sweeps/knowledge_weibo_k250_m3e.yaml "
