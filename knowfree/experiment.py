@@ -326,6 +326,12 @@ def train_config(setting: Setting, train_file: Path, head: str, extensions: bool
     return config
 
 
+def _run_folder(config: dict, work_dir: Path, label: str) -> Path:
+    """Where a run of ``config`` lives: named by its label and config hash."""
+    from knowfree.config import config_hash, validate_config
+    return Path(work_dir) / "train" / f"{label}-{config_hash(validate_config(config))[:8]}"
+
+
 def train_run(config: dict, work_dir: Path, label: str, keep_weights: bool = True,
               progress: bool = True) -> dict:
     """Train (or resume, or reuse) one run; its folder is named by ``label`` and the config, so
@@ -335,9 +341,8 @@ def train_run(config: dict, work_dir: Path, label: str, keep_weights: bool = Tru
     metrics are written: ablation grids need only scores, and each e5-small checkpoint is about
     0.5 GB. A run that was complete before (notebook 03's) keeps its weights."""
     from knowfree.train import train
-    from knowfree.config import config_hash, validate_config
 
-    folder = Path(work_dir) / "train" / f"{label}-{config_hash(validate_config(config))[:8]}"
+    folder = _run_folder(config, work_dir, label)
     existed = (folder / "metrics.json").is_file()
     metrics = train(config, run_dir=folder, progress=progress)
     if not keep_weights and not existed:
@@ -392,11 +397,6 @@ def _trained_in_child(config: dict, folder: str) -> dict:
     return train(config, run_dir=Path(folder), progress=False)
 
 
-def _run_folder(config: dict, work_dir: Path, label: str) -> Path:
-    from knowfree.config import config_hash, validate_config
-    return Path(work_dir) / "train" / f"{label}-{config_hash(validate_config(config))[:8]}"
-
-
 def train_many(jobs_list: list[tuple[dict, str]], work_dir: Path, jobs: int = 1,
                progress: bool = True) -> list[dict]:
     """Train (or reuse) the runs ``(config, label)`` of a grid, ``jobs`` at a time; metrics in
@@ -411,31 +411,28 @@ def train_many(jobs_list: list[tuple[dict, str]], work_dir: Path, jobs: int = 1,
     import multiprocessing
 
     out: list[dict | None] = [None] * len(jobs_list)
-    todo = []
-    for i, (config, label) in enumerate(jobs_list):
-        if jobs > 1 and not (_run_folder(config, work_dir, label) / "metrics.json").is_file():
-            config = json.loads(json.dumps(config))
-            config["train"]["threads"] = max(1, (config["train"].get("threads") or 1) // jobs)
-        todo.append((i, config, label))
-    if jobs == 1:
-        for i, config, label in todo:
-            out[i] = train_run(config, work_dir, label, keep_weights=False, progress=progress)
-        return out
-    ready = {i for i, config, label in todo
-             if (_run_folder(config, work_dir, label) / "metrics.json").is_file()}
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {}
-        for i, config, label in todo:
-            folder = _run_folder(config, work_dir, label)
-            if i in ready:
-                out[i] = train_run(config, work_dir, label, progress=False)
-            else:
-                futures[i] = (pool.submit(_trained_in_child, config, str(folder)), folder)
-                if progress:
-                    print(f"training {folder.name} in a worker process", file=sys.stderr, flush=True)
+    futures = {}
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) \
+        if jobs > 1 else None
+    try:
+        for i, (config, label) in enumerate(jobs_list):
+            if pool is not None and not (_run_folder(config, work_dir, label) / "metrics.json").is_file():
+                config = json.loads(json.dumps(config))
+                config["train"]["threads"] = max(1, (config["train"].get("threads") or 1) // jobs)
+                folder = _run_folder(config, work_dir, label)
+                if not (folder / "metrics.json").is_file():
+                    futures[i] = (pool.submit(_trained_in_child, config, str(folder)), folder)
+                    if progress:
+                        print(f"training {folder.name} in a worker process", file=sys.stderr, flush=True)
+                    continue
+            # in this process: a run to train one after another, or a complete one to reuse
+            out[i] = train_run(config, work_dir, label, keep_weights=False, progress=progress and pool is None)
         for i, (future, folder) in futures.items():
             out[i] = future.result()
             (folder / "model.safetensors").unlink(missing_ok=True)  # grids keep only scores
+    finally:
+        if pool is not None:
+            pool.shutdown()
     return out
 
 
