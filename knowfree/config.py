@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import sys
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 import yaml
@@ -27,7 +28,7 @@ from knowfree.data.sampling import DEFAULT_SEED
 from knowfree.data.schema import WEIGHT_PRESETS, check_rule
 from knowfree import yamlio
 from knowfree.errors import ConfigError
-from knowfree.provenance import hash_json
+from knowfree.provenance import REPO_ROOT, hash_json
 
 HEADS = ("knowfree", "cnn", "tagger")
 PRECISIONS = ("fp32", "bf16", "auto")
@@ -383,14 +384,27 @@ HASH_NEUTRAL = {("train", "precision"): "fp32", ("model", "freeze_embeddings"): 
                 ("train", "select"): "best_dev"}
 
 
+def _portable(value: Any) -> Any:
+    """An absolute path inside the repository as the path from its root, so that two checkouts
+    of one commit give a run the same hash (notebook configs hold absolute paths to their work
+    folder); anything else as it is. The files' contents are hashed apart (metrics' data)."""
+    if isinstance(value, str) and value and Path(value).is_absolute():
+        try:
+            return Path(value).resolve().relative_to(REPO_ROOT.resolve()).as_posix()
+        except (ValueError, OSError):
+            return value
+    return value
+
+
 def config_hash(config: dict) -> str:
-    """Hash of everything that can change the result: the output location is left out."""
+    """Hash of everything that can change the result: the output location is left out, and paths
+    inside the repository count from its root."""
     kept = {}
     for section, values in config.items():
         if section == "output":
             continue
         if isinstance(values, dict):
-            values = {k: v for k, v in values.items()
+            values = {k: _portable(v) for k, v in values.items()
                       if HASH_NEUTRAL.get((section, k), object()) != v}
         kept[section] = values
     return hash_json(kept)

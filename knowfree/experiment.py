@@ -313,13 +313,16 @@ TRAINER_PARAMS = ("freeze_embeddings", "freeze_layers", "max_span_length", "epoc
 def train_config(setting: Setting, train_file: Path, head: str, extensions: bool, *, seed: int,
                  P: Mapping[str, Any], init_from: str | None = None) -> dict:
     """The trainer config of one run (knowfree.config) from notebook parameters;
-    ``init_from``: a run folder to start from (``init_for``)."""
+    ``init_from``: a run folder to start from (``init_for``); a tagger run trains
+    ``tagger_epochs`` epochs where that is set (not 0)."""
     # the notebook parameters that set trainer keys, translated by knowfree.config.NOTEBOOK_KEYS
     config = notebook_config({k: P[k] for k in TRAINER_PARAMS})
     config["data"] = {"train_file": str(train_file), "dev_file": str(setting.file("dev")),
                       "test_file": str(setting.file("test")), "format": "jsonl"}
     config["model"].update(head=head, encoder=encoder_path(P["encoder"], setting), use_extensions=extensions)
     config["train"]["seed"] = seed
+    if head == "tagger" and P.get("tagger_epochs"):
+        config["train"]["epochs"] = P["tagger_epochs"]
     config["output"] = {"keep_last": False}
     if init_from is not None:
         config["train"]["init_from"] = str(init_from)

@@ -99,6 +99,10 @@ KEYS: dict[str, Key] = {
                            "pseudo-labelled the synthetic sentences, as in the paper's workflow)",
                     choices=("pretrained", "fusion")),
     "epochs": Key("int", "training epochs", minimum=1),
+    "tagger_epochs": Key("int", "training epochs of a BIO-tagger run (head tagger); 0: epochs. A tagger "
+                                "step costs about half a span-head step, so a grid of both heads "
+                                "side by side (jobs 2) gives the tagger twice the epochs at no wall "
+                                "time", minimum=0),
     "batch_size": Key("int", "training batch size", minimum=1),
     "encoder_lr": Key("float", "learning rate of the encoder", minimum=0),
     "head_lr": Key("float", "learning rate of the span head", minimum=0),
@@ -148,9 +152,10 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "01_data_exploration": _WHERE + _DATA + ("n_show",),
     # the training keys serve the pseudo-label model of explanation synthesis (LLM knowledge)
     "02_llm_augmentation": _WHERE + _DATA + _KNOW + _TRAIN + ("seed", "n_show"),
-    "03_training": _WHERE + _DATA + _KNOW + ("syn_init",) + _TRAIN + ("seed", "head", "train_set", "n_show"),
-    "04_ablations": _WHERE + ("dataset",) + _GRID + _KNOW + ("syn_init",) + _TRAIN,
-    "05_cross_lingual": _WHERE + ("datasets",) + _GRID + _KNOW + ("syn_init",) + _TRAIN,
+    "03_training": _WHERE + _DATA + _KNOW + ("syn_init",) + _TRAIN + ("tagger_epochs", "seed", "head", "train_set",
+                                                                      "n_show"),
+    "04_ablations": _WHERE + ("dataset",) + _GRID + _KNOW + ("syn_init",) + _TRAIN + ("tagger_epochs",),
+    "05_cross_lingual": _WHERE + ("datasets",) + _GRID + _KNOW + ("syn_init",) + _TRAIN + ("tagger_epochs",),
     "06_your_data": _WHERE + ("data_path", "data_format", "dataset_name", "labels", "lang", "k",
                               "k_shot", "sample_seed") + _KNOW + _TRAIN + ("seed", "selection", "cv_folds", "n_show",
                                                                         "export_format"),

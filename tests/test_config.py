@@ -144,3 +144,22 @@ def test_config_show_augment_is_every_augment_default_with_its_meaning():
     done = subprocess.run([sys.executable, "-m", "knowfree", "config", "show", "--augment"],
                           capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout == C.show(AugmentConfig, "knowfree augment config")
+
+
+def test_a_run_hashes_alike_in_two_checkouts_of_the_repository(monkeypatch, tmp_path):
+    # notebook configs hold absolute paths to their work folder; the run folder's name (the hash)
+    # must not depend on where the repository was cloned
+    def hashed(root, train="results/runs/x/work/data/train.jsonl", encoder="m3e-small-offline"):
+        monkeypatch.setattr(C, "REPO_ROOT", root)
+        cfg = C.validate_config({"data": {"train_file": str(root / train), "dev_file": str(root / "d/dev.jsonl")},
+                                 "model": {"encoder": encoder}})
+        return C.config_hash(cfg)
+
+    a, b = tmp_path / "one" / "knowfree", tmp_path / "two" / "knowfree"
+    assert hashed(a) == hashed(b)
+    assert hashed(a) != hashed(a, train="results/runs/x/work/data/other.jsonl")
+    assert hashed(a, encoder=str(a / "tiny")) == hashed(b, encoder=str(b / "tiny"))
+    # a path outside the repository is the user's own file: kept as typed
+    outside = tmp_path / "elsewhere" / "train.jsonl"
+    monkeypatch.setattr(C, "REPO_ROOT", a)
+    assert C._portable(str(outside)) == str(outside)

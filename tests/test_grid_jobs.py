@@ -41,3 +41,19 @@ def test_parallel_grid_equals_the_same_runs_in_sequence(tmp_path):
     again, _ = experiment.grid(["msra"], {**P, "jobs": 2}, tmp_path / "par")  # nothing left to train
     assert _scores(again) == _scores(parallel)
     assert sorted(p.name for p in (tmp_path / "par" / "train").iterdir()) == folders
+
+
+def test_tagger_epochs_lengthen_the_tagger_runs_only(tmp_path):
+    P = {**_defaults(), "ks": [20], "seeds": [1], "variants": ["plain", "tagger"], "knowledge": "none",
+         "epochs": 1, "tagger_epochs": 3, "threads": 1, "jobs": 1}
+    frame, _ = experiment.grid(["msra"], P, tmp_path)
+    trained = {}
+    for folder in (tmp_path / "train").iterdir():
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        epochs = (folder / "epochs.csv").read_text(encoding="utf-8").strip().splitlines()[1:]
+        trained[config["model"]["head"]] = (config["train"]["epochs"], len(epochs))
+    assert trained == {"knowfree": (1, 1), "tagger": (3, 3)}
+    # 0 (the notebooks' default) means: as many as every other head
+    same, _ = experiment.grid(["msra"], {**P, "tagger_epochs": 0}, tmp_path / "zero")
+    assert sorted(int(json.loads((f / "config.json").read_text())["train"]["epochs"])
+                  for f in (tmp_path / "zero" / "train").iterdir()) == [1, 1]
