@@ -329,6 +329,33 @@ def train_config(setting: Setting, train_file: Path, head: str, extensions: bool
     return config
 
 
+@dataclass
+class SingleRun:
+    """Notebook 03's run, planned: its setting, knowledge, training sentences and config."""
+    setting: Setting
+    knowledge: Knowledge | None
+    train_samples: list[Sample]
+    config: dict
+    label: str
+
+
+def single_run(P: Mapping[str, Any], work_dir: Path, progress: bool = True) -> SingleRun:
+    """The run notebook 03 trains under its parameters ``P`` (``train_run`` trains it);
+    ``train_ahead`` plans it the same way."""
+    setting = prepare(P["dataset"], P["k"], P["sample_seed"], work_dir, P["max_len"], P["eval_limit"])
+    train_set, head = P["train_set"], P["head"]
+    know = augment(setting, P, work_dir, P["seed"], progress) if train_set != "gold" else None
+    chosen = training_set(setting, train_set, know)
+    if chosen is None:
+        raise ValueError(f"train_set={train_set!r} " + missing_set_reason(train_set, P["knowledge"]))
+    train_file, samples = chosen
+    # the tagger baseline has no span grid to put extension labels on
+    extensions = train_set != "gold" and head != "tagger"
+    config = train_config(setting, train_file, head, extensions, seed=P["seed"], P=P,
+                          init_from=init_for(train_set, head, extensions, know, P))
+    return SingleRun(setting, know, samples, config, run_label(setting, train_set, head, P["seed"]))
+
+
 def _run_folder(config: dict, work_dir: Path, label: str) -> Path:
     """Where a run of ``config`` lives: named by its label and config hash."""
     from knowfree.config import config_hash, validate_config
@@ -400,6 +427,17 @@ def _trained_in_child(config: dict, folder: str) -> dict:
     return train(config, run_dir=Path(folder), progress=False)
 
 
+def _complete(folder: Path) -> bool:
+    return (folder / "metrics.json").is_file()
+
+
+def _with_threads_for(config: dict, jobs: int) -> dict:
+    """``config`` as a grid of ``jobs`` parallel trainings trains it: ``threads // jobs`` threads."""
+    config = json.loads(json.dumps(config))
+    config["train"]["threads"] = max(1, (config["train"].get("threads") or 1) // jobs)
+    return config
+
+
 def train_many(jobs_list: list[tuple[dict, str]], work_dir: Path, jobs: int = 1,
                progress: bool = True) -> list[dict]:
     """Train (or reuse) the runs ``(config, label)`` of a grid, ``jobs`` at a time; metrics in
@@ -419,11 +457,10 @@ def train_many(jobs_list: list[tuple[dict, str]], work_dir: Path, jobs: int = 1,
         if jobs > 1 else None
     try:
         for i, (config, label) in enumerate(jobs_list):
-            if pool is not None and not (_run_folder(config, work_dir, label) / "metrics.json").is_file():
-                config = json.loads(json.dumps(config))
-                config["train"]["threads"] = max(1, (config["train"].get("threads") or 1) // jobs)
+            if pool is not None and not _complete(_run_folder(config, work_dir, label)):
+                config = _with_threads_for(config, jobs)
                 folder = _run_folder(config, work_dir, label)
-                if not (folder / "metrics.json").is_file():
+                if not _complete(folder):
                     futures[i] = (pool.submit(_trained_in_child, config, str(folder)), folder)
                     if progress:
                         print(f"training {folder.name} in a worker process", file=sys.stderr, flush=True)
@@ -446,6 +483,19 @@ def grid(datasets: list[str], P: Mapping[str, Any], work_dir: Path, progress: bo
 
     Returns the rows (scores in percent, provenance per row) and the variants that could not
     run, with the reason (a knowledge set the configured knowledge cannot give)."""
+    planned, rows, skipped = plan_grid(datasets, P, work_dir, progress)
+    trained = train_many(planned, work_dir, P.get("jobs", 1), progress)
+    for i, (row, metrics) in enumerate(zip(rows, trained)):
+        keys = ("dataset", "k", "variant", "seed")
+        threads = json.loads((Path(metrics["run_dir"]) / "config.json").read_text(encoding="utf-8"))["train"]["threads"]
+        rows[i] = {**{key: row.pop(key) for key in keys}, **scores_row(metrics), "threads": threads, **row}
+    return pd.DataFrame(rows), skipped
+
+
+def plan_grid(datasets: list[str], P: Mapping[str, Any], work_dir: Path, progress: bool = True
+              ) -> tuple[list[tuple[dict, str]], list[dict], list[dict]]:
+    """The runs of ``grid`` before any is trained: ``(config, label)`` pairs, their table rows
+    (provenance, no scores yet) and the variants that cannot run."""
     planned, rows, skipped = [], [], []
     for dataset in datasets:
         for k in P["ks"]:
@@ -475,9 +525,50 @@ def grid(datasets: list[str], P: Mapping[str, Any], work_dir: Path, progress: bo
     if not rows:
         raise ValueError("no variant could run: " + "; ".join(
             f"{s['variant']} ({s['dataset']}, K={s['k']}) {s['reason']}" for s in skipped))
-    trained = train_many(planned, work_dir, P.get("jobs", 1), progress)
-    for i, (row, metrics) in enumerate(zip(rows, trained)):
-        keys = ("dataset", "k", "variant", "seed")
-        threads = json.loads((Path(metrics["run_dir"]) / "config.json").read_text(encoding="utf-8"))["train"]["threads"]
-        rows[i] = {**{key: row.pop(key) for key in keys}, **scores_row(metrics), "threads": threads, **row}
-    return pd.DataFrame(rows), skipped
+    return planned, rows, skipped
+
+
+def train_ahead(notebooks: list[tuple[str, Mapping[str, Any]]], work_dir: Path, jobs: int,
+                progress: bool = True) -> list[Path]:
+    """Train now, ``jobs`` at a time in spawned processes, every run that the training notebooks
+    ``(name, parameters)`` (03, 04, 05) will ask for, exactly as each will ask for it, so that
+    each notebook then finds its runs complete and only reads them. Returns the run folders
+    trained.
+
+    Why: a notebook trains one run at a time, or its own grid side by side; notebook 03's single
+    run keeps only about 1.1 of 2 cores busy while notebook 04's runs wait their turn. Trained
+    ahead, all of them share the cores from the start. Each run's config (thread count included)
+    is the one its notebook plans: notebook 03's as given, with its weights (the notebook predicts
+    with them); a grid's as ``train_many`` would train it (``threads // jobs`` of the grid's own
+    ``jobs``, or as given where that run is complete or trained here already), scores only."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    wanted: dict[Path, tuple[dict, bool]] = {}  # folder -> (config, keep weights)
+    for name, P in notebooks:
+        if name == "03_training":
+            run = single_run(P, work_dir, progress)
+            wanted.setdefault(_run_folder(run.config, work_dir, run.label), (run.config, True))
+            continue
+        datasets = [P["dataset"]] if "dataset" in P else list(P["datasets"])
+        planned, _, _ = plan_grid(datasets, P, work_dir, progress)
+        for config, label in planned:
+            folder = _run_folder(config, work_dir, label)
+            if P.get("jobs", 1) > 1 and folder not in wanted and not _complete(folder):
+                config = _with_threads_for(config, P["jobs"])
+                folder = _run_folder(config, work_dir, label)
+            wanted.setdefault(folder, (config, False))
+    todo = {folder: job for folder, job in wanted.items() if not _complete(folder)}
+    if not todo:
+        return []
+    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {}
+        for folder, (config, keep) in todo.items():
+            futures[folder] = (pool.submit(_trained_in_child, config, str(folder)), keep)
+            if progress:
+                print(f"training {folder.name} ahead, in a worker process", file=sys.stderr, flush=True)
+        for folder, (future, keep) in futures.items():
+            future.result()
+            if not keep:
+                (folder / "model.safetensors").unlink(missing_ok=True)  # grids keep only scores
+    return list(todo)

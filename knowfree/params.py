@@ -160,7 +160,9 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
                               "k_shot", "sample_seed") + _KNOW + _TRAIN + ("seed", "selection", "cv_folds", "n_show",
                                                                         "export_format"),
 }
-TOP_LEVEL = ("run_name", "shared", "notebooks")
+TOP_LEVEL = ("run_name", "train_ahead", "shared", "notebooks")
+# the notebooks whose runs `reproduce` can train ahead (knowfree.experiment.train_ahead)
+TRAINING_NOTEBOOKS = ("03_training", "04_ablations", "05_cross_lingual")
 
 
 class ParamsError(ConfigError):
@@ -214,6 +216,8 @@ class Params:
     shared: dict[str, Any]
     notebooks: dict[str, dict[str, Any]]  # section of each listed notebook, 'enabled' removed
     enabled: dict[str, bool]
+    # scheduling only, so not hashed: trained ahead or by the notebooks, the runs are the same
+    train_ahead: int = 0
 
     @property
     def hash(self) -> str:
@@ -245,6 +249,12 @@ def validate(raw: Any, source: str = "<params>") -> Params:
     elif not run_name.replace("_", "").replace("-", "").isalnum():
         problems.append(f"run_name: use letters, digits, '-' and '_' only (it names folders and "
                         f"files), got {run_name!r}")
+
+    ahead = raw.get("train_ahead", 0)
+    if isinstance(ahead, bool) or not isinstance(ahead, int) or ahead < 0:
+        problems.append(f"train_ahead: expected an int >= 0 (trainings side by side before the first "
+                        f"training notebook; 0: none), got {type(ahead).__name__} {ahead!r}")
+        ahead = 0
 
     used = {k for keys in NOTEBOOKS.values() for k in keys} - {"run_name"}
     shared = raw.get("shared") or {}
@@ -286,7 +296,7 @@ def validate(raw: Any, source: str = "<params>") -> Params:
         problems.append("notebooks: no notebook is enabled, nothing would run")
     if problems:
         raise ParamsError(source, problems)
-    return Params(source, run_name, dict(shared), notebooks, enabled)
+    return Params(source, run_name, dict(shared), notebooks, enabled, ahead)
 
 
 def load(path: str | Path) -> Params:

@@ -11,6 +11,7 @@ The first failing notebook stops the run, and a failed run is not recorded in th
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -97,6 +98,15 @@ def execute(params: P.Params, steps: list[dict], command: str) -> int:
     status = 0
     for step in steps:
         name = step["notebook"]
+        if params.train_ahead and name in P.TRAINING_NOTEBOOKS and "train_ahead" not in manifest:
+            try:
+                manifest["train_ahead"] = _train_ahead(
+                    params, [s for s in steps if s["notebook"] in P.TRAINING_NOTEBOOKS])
+            except Exception as e:  # noqa: BLE001 - recorded in run.json and reported, then stop
+                manifest["train_ahead"] = {"result": f"failed: {type(e).__name__}: {e}"}
+                print(f"[reproduce] training ahead failed: {type(e).__name__}: {e}", file=sys.stderr)
+                status = 1
+                break
         print(f"[reproduce] {name} -> {_shown(step['output'])}", flush=True)
         t0 = time.time()
         try:
@@ -126,6 +136,31 @@ def execute(params: P.Params, steps: list[dict], command: str) -> int:
                                                  "git_commit", "finished", "wall_s")})
             print(f"[reproduce] index: {_shown(write_readme(where))}")
     return status
+
+
+def notebook_values(step: dict) -> dict:
+    """The parameters a notebook of ``plan`` will run with: its parameters cell, then the values
+    papermill injects, checked as the notebook checks them (``params.collect``)."""
+    cells = json.loads(Path(step["input"]).read_text(encoding="utf-8"))["cells"]
+    cell = next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    namespace: dict = {}
+    exec("".join(cell["source"]), namespace)  # the repository's own notebook: plain assignments
+    namespace.update(step["parameters"])
+    return P.collect(step["notebook"], namespace)
+
+
+def _train_ahead(params: P.Params, steps: list[dict]) -> dict:
+    """Every run of the training notebooks ahead of them, ``params.train_ahead`` at a time."""
+    from knowfree.experiment import train_ahead
+
+    print(f"[reproduce] training the runs of {', '.join(s['notebook'] for s in steps)} ahead, "
+          f"{params.train_ahead} at a time", flush=True)
+    t0 = time.time()
+    trained = train_ahead([(s["notebook"], notebook_values(s)) for s in steps],
+                          run_dir(params.run_name) / "work", params.train_ahead)
+    seconds = round(time.time() - t0, 1)
+    print(f"[reproduce] trained ahead: {len(trained)} run(s) ({seconds:.0f} s)", flush=True)
+    return {"seconds": seconds, "jobs": params.train_ahead, "runs": [f.name for f in trained]}
 
 
 def cli_main(argv: list[str]) -> int:
