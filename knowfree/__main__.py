@@ -1,4 +1,6 @@
-"""`python -m knowfree <command> ...`: each command lives in the module of its stage."""
+"""`python -m knowfree <command> ...`: one argparse tree, each command's arguments filled in
+by the `add_arguments(parser)` of its stage's module and carried out by its `run(args)`."""
+import argparse
 import importlib
 import sys
 
@@ -21,20 +23,68 @@ COMMANDS = {
 }
 
 
+class CommandParser(argparse.ArgumentParser):
+    """The parser of one command (and of its own subcommands).
+
+    A command's module is imported, and its `add_arguments` fills this parser, only when the
+    command is parsed or its help shown: several modules import torch at their top, and
+    `python -m knowfree --help` or `python -m knowfree eval ...` should not wait for it."""
+
+    def __init__(self, *args, module: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._module = module  # None once filled, and for a subcommand's parser
+        self._default_subcommand = None
+
+    def fill(self) -> None:
+        if self._module is not None:
+            module, self._module = self._module, None
+            importlib.import_module(module).add_arguments(self)
+
+    def set_default_subcommand(self, name: str) -> None:
+        """`augment CONFIG` beside `augment pack RUN_DIR`: argparse cannot put a positional
+        argument and subcommands in one place, so a first argument that names no subcommand
+        (and asks no help) is read as the start of subcommand `name`'s arguments."""
+        self._default_subcommand = name
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.fill()
+        args = list(sys.argv[1:] if args is None else args)
+        if self._default_subcommand is not None:
+            names = next(a.choices for a in self._actions if a.nargs == argparse.PARSER)
+            if not args or args[0] not in names and args[0] not in ("-h", "--help"):
+                args.insert(0, self._default_subcommand)
+        namespace, extras = super().parse_known_args(args, namespace)
+        # said here, not by the top-level parser the extras would reach: the usage printed with
+        # "unrecognized arguments" is then the command's own
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+    def format_help(self) -> str:
+        self.fill()
+        return super().format_help()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The one parser of every command line; its commands are filled in when used."""
+    parser = argparse.ArgumentParser(prog="python -m knowfree")
+    commands = parser.add_subparsers(dest="command", required=True, title="commands", metavar="<command>",
+                                     parser_class=CommandParser)
+    for name, (module, doc) in COMMANDS.items():
+        commands.add_parser(name, help=doc, module=module)
+    return parser
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        asked = not argv or argv[0] in ("-h", "--help")
-        out = sys.stdout if asked else sys.stderr  # an unknown command is an error, said as one
-        if not asked:
-            print(f"error: unknown command {argv[0]!r}", file=out)
-        print("usage: python -m knowfree <command> [args]\n\ncommands:", file=out)
-        for name, (_, doc) in COMMANDS.items():
-            print(f"  {name:10s} {doc}", file=out)
-        return 0 if asked else 2
-    module = importlib.import_module(COMMANDS[argv[0]][0])
+    parser = build_parser()
     try:
-        return int(module.cli_main(argv[1:]) or 0)
+        if not argv:  # the bare command asks what there is: the help, not a usage error
+            parser.print_help()
+            return 0
+        # argparse exits 0 after a help, 2 on a usage error (an unknown command included)
+        args = parser.parse_args(argv)
+        return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
     except KnowfreeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -474,11 +474,9 @@ def load_config(path, overrides: list[str] = ()) -> dict:
     return validate_config(yamlio.apply_overrides(yamlio.load_file(path, "config"), list(overrides)))
 
 
-def cli_main(argv) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m knowfree config",
-                                description="the trainer's config keys: defaults, meanings, checks")
+def add_arguments(p) -> None:
+    """`python -m knowfree config show|check`."""
+    p.description = "the trainer's config keys: defaults, meanings, checks"
     sub = p.add_subparsers(dest="cmd", required=True)
     shown = sub.add_parser("show", help="every key at its default, with its meaning (YAML)")
     shown.add_argument("--augment", action="store_true",
@@ -487,7 +485,9 @@ def cli_main(argv) -> int:
     check.add_argument("config", help="YAML config file")
     check.add_argument("--set", action="append", default=[], metavar="KEY.SUB=VALUE",
                        help="override a key, as `train --set` does (repeatable)")
-    args = p.parse_args(argv)
+
+
+def run(args) -> int:
     if args.cmd == "show" and args.augment:
         from knowfree.knowledge.augment_config import AugmentConfig
         sys.stdout.write(show(AugmentConfig, "knowfree augment config"))

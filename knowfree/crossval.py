@@ -149,13 +149,10 @@ def report(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cli_main(argv) -> int:
-    import argparse
-
-    from knowfree import yamlio
+def add_arguments(p) -> None:
     from knowfree.errors import int_at_least, path_given
 
-    p = argparse.ArgumentParser(prog="python -m knowfree cv", description=__doc__.split("\n")[0])
+    p.description = __doc__.split("\n")[0]
     p.add_argument("config", type=path_given, help="trainer YAML config (a dev file is not needed)")
     p.add_argument("--out", required=True, type=path_given, help="folder for the folds, the final run and cv.md")
     p.add_argument("--folds", type=int_at_least(2), default=5, help="number of folds (default 5)")
@@ -164,7 +161,11 @@ def cli_main(argv) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=30 (value read as YAML)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = p.parse_args(list(argv))
+
+
+def run(args) -> int:
+    from knowfree import yamlio
+
     # not validated here: without a dev set the trainer's check refuses best-dev selection, which
     # cross_validate replaces by its own (and then validates the config as its runs use it)
     config = yamlio.apply_overrides(yamlio.load_file(args.config, "config"), list(args.overrides))

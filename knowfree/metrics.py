@@ -13,7 +13,6 @@ must have the same tokens; the command says which rule it used.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import Counter
@@ -114,18 +113,19 @@ def pair_samples(gold: list[Sample], pred: list[Sample], by_id: bool = True,
     return [by_pred_id[i] for i in g_ids], "by id"
 
 
-def cli_main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m knowfree eval",
-                                 description="Span-level micro P/R/F1 of PRED against GOLD. Sentences "
-                                             "are paired by id when both files carry unique ids of "
-                                             "their own (a JSONL \"id\" on every line), else by position.")
+def add_arguments(ap) -> None:
+    ap.description = ("Span-level micro P/R/F1 of PRED against GOLD. Sentences are paired by id when "
+                      "both files carry unique ids of their own (a JSONL \"id\" on every line), else "
+                      "by position.")
     ap.add_argument("gold", help="gold KnowFREE JSONL file")
     ap.add_argument("pred", help="predicted KnowFREE JSONL file")
     ap.add_argument("--fmt", default="jsonl", help="format of both files (default jsonl)")
     ap.add_argument("--include-extensions", action="store_true",
                     help="also score ext.* labels (ignored by default)")
     ap.add_argument("--json", action="store_true", help="print the scores as JSON")
-    args = ap.parse_args(argv)
+
+
+def run(args) -> int:
     with spelled(spellings("--fmt")):
         gold, pred = read(args.gold, args.fmt), read(args.pred, args.fmt)
     paired, rule = pair_samples(gold.samples, pred.samples,
@@ -136,3 +136,9 @@ def cli_main(argv: list[str]) -> int:
     scores = evaluate(gold.samples, paired, args.include_extensions)
     print(json.dumps(scores.as_dict(), indent=2) if args.json else scores.summary())
     return 0
+
+
+def cli_main(argv: list[str]) -> int:
+    """`python -m knowfree eval ARGV` in this process, its errors raised (as tests call it)."""
+    from knowfree.__main__ import build_parser  # here: `python -m knowfree` runs that file as __main__
+    return run(build_parser().parse_args(["eval", *argv]))

@@ -9,7 +9,6 @@ decoder applies inside one window.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -425,9 +424,8 @@ def _read_texts(lines: Iterable[str], source: str) -> list[tuple[str, dict]]:
     return texts
 
 
-def cli_main(argv: Sequence[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m knowfree predict",
-                                description="Predict spans for raw text with a trained run.")
+def add_arguments(p) -> None:
+    p.description = "Predict spans for raw text with a trained run."
     p.add_argument("run_dir", help="run folder written by `python -m knowfree train`")
     p.add_argument("--input", type=path_given, help="JSONL with a \"text\" field, or plain text lines (default: stdin)")
     p.add_argument("--output", type=path_given, help="JSONL out, one record per input line (default: stdout)")
@@ -442,7 +440,9 @@ def cli_main(argv: Sequence[str]) -> int:
     p.add_argument("--precision", choices=precision_mod.PRECISIONS,
                    help="fp32, bf16 or auto (default: the precision the run was trained and "
                         "scored in, so that --tokens reproduces its test score)")
-    args = p.parse_args(list(argv))
+
+
+def run(args) -> int:
     device = precision_mod.device(args.device, "--device")  # checked before any file is read
     run_files = [("RUN_DIR file", Path(args.run_dir) / name) for name in RUN_FILES + ("metrics.json",)]
     guard_outputs([("--input", args.input), *run_files], files=[("--output", args.output)])

@@ -10,7 +10,6 @@ The first failing notebook stops the run, and a failed run is not recorded in th
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -163,16 +162,16 @@ def _train_ahead(params: P.Params, steps: list[dict]) -> dict:
     return {"seconds": seconds, "jobs": params.train_ahead, "runs": [f.name for f in trained]}
 
 
-def cli_main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m knowfree reproduce",
-                                 description="Run the numbered notebooks with papermill under "
-                                             "one parameter file.")
+def add_arguments(ap) -> None:
+    ap.description = "Run the numbered notebooks with papermill under one parameter file."
     ap.add_argument("--params", default=DEFAULT_PARAMS, help=f"parameter file (default {DEFAULT_PARAMS})")
     ap.add_argument("--only", help="comma-separated notebooks to run among those the file "
                                    "enables, by name or number (e.g. 01,03)")
     ap.add_argument("--dry-run", action="store_true",
                     help="validate the file and the notebooks, print the plan, run nothing")
-    args = ap.parse_args(argv)
+
+
+def run(args) -> int:
     path = resolve_params_path(args.params)
     params = P.load(path)
     # `--only ""` names no notebook: refused by plan(), not read as "all of them"
@@ -194,3 +193,9 @@ def cli_main(argv: list[str]) -> int:
                 print(f"      {k} = {v!r}")
         return 0
     return execute(params, steps, command)
+
+
+def cli_main(argv: list[str]) -> int:
+    """`python -m knowfree reproduce ARGV` in this process, its errors raised (as tests call it)."""
+    from knowfree.__main__ import build_parser  # here: `python -m knowfree` runs that file as __main__
+    return run(build_parser().parse_args(["reproduce", *argv]))

@@ -34,7 +34,6 @@ dev-selected epoch, speed, and what produced it (config hash, data hashes, encod
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import itertools
 import json
@@ -434,9 +433,8 @@ def execute_ray(base: Path, runs: list[Run], out: Path, jobs: int, deadline: flo
     return [_row(r, out / r.name, status.get(r.name, "not started")) for r in runs]
 
 
-def cli_main(argv) -> int:
-    p = argparse.ArgumentParser(prog="python -m knowfree sweep",
-                                description="Run a sweep of trainings in parallel processes.")
+def add_arguments(p) -> None:
+    p.description = "Run a sweep of trainings in parallel processes."
     p.add_argument("sweep", help="sweep YAML (see configs/sweeps/)")
     p.add_argument("--out", required=True, type=path_given, help="folder for the run folders and summary.csv")
     p.add_argument("--jobs", type=int_at_least(1), default=1, help="runs at a time (default 1)")
@@ -458,7 +456,9 @@ def cli_main(argv) -> int:
                    help="also write PREFIX.csv and PREFIX.md: one line per setting (runs differing only in seed)")
     p.add_argument("--collect", action="store_true",
                    help="train nothing: summarise the run folders already under --out")
-    args = p.parse_args(argv)
+
+
+def run(args) -> int:
     sweep_file = Path(args.sweep)
     sweep = yamlio.load_file(sweep_file, "sweep")
     try:
@@ -504,3 +504,9 @@ def cli_main(argv) -> int:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
     print(f"{path}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return 0 if all(r["status"] == "done" for r in rows) else 1
+
+
+def cli_main(argv: list[str]) -> int:
+    """`python -m knowfree sweep ARGV` in this process, its errors raised (as tests call it)."""
+    from knowfree.__main__ import build_parser  # here: `python -m knowfree` runs that file as __main__
+    return run(build_parser().parse_args(["sweep", *argv]))

@@ -24,7 +24,6 @@ Run folder layout::
 """
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import shutil
@@ -561,10 +560,8 @@ def _check_same_run(run: RunDir, chash: str, data_info: dict) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def cli_main(argv) -> int:
-    p = argparse.ArgumentParser(prog="python -m knowfree train",
-                                description="Train a model from a YAML config; resumes an "
-                                            "interrupted run in the same run folder.")
+def add_arguments(p) -> None:
+    p.description = "Train a model from a YAML config; resumes an interrupted run in the same run folder."
     p.add_argument("config", help="YAML config (see configs/)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=3 (value read as YAML)")
@@ -572,7 +569,9 @@ def cli_main(argv) -> int:
     p.add_argument("--stop-after", type=int_at_least(1), metavar="EPOCHS",
                    help="stop after this many epochs in total; run again to resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = p.parse_args(list(argv))
+
+
+def run(args) -> int:
     config = load_config(args.config, args.overrides)
     with spelled(formats.spellings("data.format:")):
         metrics = train(config, run_dir=args.run_dir, progress=not args.no_progress,

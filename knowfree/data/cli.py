@@ -1,7 +1,6 @@
 """``python -m knowfree data stats NAME`` and ``python -m knowfree data convert IN OUT``."""
 from __future__ import annotations
 
-import argparse
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -103,8 +102,7 @@ def _only(opts: dict, allowed: list[str], fmt: str, doing: str) -> dict:
     return opts
 
 
-def cli_main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="python -m knowfree data")
+def add_arguments(ap) -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     st = sub.add_parser("stats", help="per-split statistics of a dataset or a file")
     st.add_argument("name", help=f"a registered dataset ({', '.join(REGISTRY)}) or a file")
@@ -124,7 +122,9 @@ def cli_main(argv: list[str]) -> int:
                     help="flat outputs: also write ext.* spans")
     cv.add_argument("--newline", choices=("same", "lf", "crlf"), default="same",
                     help="line ends of the output (default: as the input)")
-    args = ap.parse_args(argv)
+
+
+def run(args) -> int:
     if args.cmd == "stats":
         with spelled(spellings("--fmt")):
             return _stats(args)

