@@ -431,11 +431,37 @@ def _complete(folder: Path) -> bool:
     return (folder / "metrics.json").is_file()
 
 
-def _with_threads_for(config: dict, jobs: int) -> dict:
-    """``config`` as a grid of ``jobs`` parallel trainings trains it: ``threads // jobs`` threads."""
+def _as_grid_trains(config: dict, work_dir: Path, label: str, jobs: int, ready=_complete
+                    ) -> tuple[dict, Path]:
+    """The config and folder a grid of ``jobs`` parallel trainings uses for ``config``: as given
+    where that run is ``ready`` (complete: notebook 03's, say) or ``jobs`` is 1, else with
+    ``threads // jobs`` torch threads."""
+    folder = _run_folder(config, work_dir, label)
+    if jobs == 1 or ready(folder):
+        return config, folder
     config = json.loads(json.dumps(config))
     config["train"]["threads"] = max(1, (config["train"].get("threads") or 1) // jobs)
-    return config
+    return config, _run_folder(config, work_dir, label)
+
+
+def _train_in_workers(todo: dict[Path, tuple[dict, bool]], jobs: int, progress: bool) -> dict[Path, dict]:
+    """Train the runs ``folder -> (config, keep weights)`` in ``jobs`` spawned processes; their
+    metrics by folder. Weights not kept are deleted once the metrics are written."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {}
+        for folder, (config, keep) in todo.items():
+            futures[folder] = (pool.submit(_trained_in_child, config, str(folder)), keep)
+            if progress:
+                print(f"training {folder.name} in a worker process", file=sys.stderr, flush=True)
+        out = {}
+        for folder, (future, keep) in futures.items():
+            out[folder] = future.result()
+            if not keep:
+                (folder / "model.safetensors").unlink(missing_ok=True)  # grids keep only scores
+    return out
 
 
 def train_many(jobs_list: list[tuple[dict, str]], work_dir: Path, jobs: int = 1,
@@ -448,31 +474,20 @@ def train_many(jobs_list: list[tuple[dict, str]], work_dir: Path, jobs: int = 1,
     spawned process: one training keeps only about 1.1 of 2 CPU cores busy, so two side by side
     nearly halve the grid's time. Thread count is part of a run's config (its float reductions
     may differ), so those runs are their own folders and are reused as such on the next call."""
-    from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing
-
     out: list[dict | None] = [None] * len(jobs_list)
-    futures = {}
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) \
-        if jobs > 1 else None
-    try:
-        for i, (config, label) in enumerate(jobs_list):
-            if pool is not None and not _complete(_run_folder(config, work_dir, label)):
-                config = _with_threads_for(config, jobs)
-                folder = _run_folder(config, work_dir, label)
-                if not _complete(folder):
-                    futures[i] = (pool.submit(_trained_in_child, config, str(folder)), folder)
-                    if progress:
-                        print(f"training {folder.name} in a worker process", file=sys.stderr, flush=True)
-                    continue
-            # in this process: a run to train one after another, or a complete one to reuse
-            out[i] = train_run(config, work_dir, label, keep_weights=False, progress=progress and pool is None)
-        for i, (future, folder) in futures.items():
-            out[i] = future.result()
-            (folder / "model.safetensors").unlink(missing_ok=True)  # grids keep only scores
-    finally:
-        if pool is not None:
-            pool.shutdown()
+    todo: dict[Path, tuple[dict, bool]] = {}
+    where: dict[int, Path] = {}
+    for i, (config, label) in enumerate(jobs_list):
+        config, folder = _as_grid_trains(config, work_dir, label, jobs)
+        if jobs > 1 and not _complete(folder):
+            todo.setdefault(folder, (config, False))
+            where[i] = folder
+        else:  # in this process: a run to train one after another, or a complete one to reuse
+            out[i] = train_run(config, work_dir, label, keep_weights=False, progress=progress and jobs == 1)
+    if todo:
+        trained = _train_in_workers(todo, jobs, progress)
+        for i, folder in where.items():
+            out[i] = trained[folder]
     return out
 
 
@@ -541,9 +556,6 @@ def train_ahead(notebooks: list[tuple[str, Mapping[str, Any]]], work_dir: Path, 
     is the one its notebook plans: notebook 03's as given, with its weights (the notebook predicts
     with them); a grid's as ``train_many`` would train it (``threads // jobs`` of the grid's own
     ``jobs``, or as given where that run is complete or trained here already), scores only."""
-    from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing
-
     wanted: dict[Path, tuple[dict, bool]] = {}  # folder -> (config, keep weights)
     for name, P in notebooks:
         if name == "03_training":
@@ -553,22 +565,11 @@ def train_ahead(notebooks: list[tuple[str, Mapping[str, Any]]], work_dir: Path, 
         datasets = [P["dataset"]] if "dataset" in P else list(P["datasets"])
         planned, _, _ = plan_grid(datasets, P, work_dir, progress)
         for config, label in planned:
-            folder = _run_folder(config, work_dir, label)
-            if P.get("jobs", 1) > 1 and folder not in wanted and not _complete(folder):
-                config = _with_threads_for(config, P["jobs"])
-                folder = _run_folder(config, work_dir, label)
+            # a run trained here already counts as complete, as it will be when the grid runs
+            config, folder = _as_grid_trains(config, work_dir, label, P.get("jobs", 1),
+                                             ready=lambda f: f in wanted or _complete(f))
             wanted.setdefault(folder, (config, False))
     todo = {folder: job for folder, job in wanted.items() if not _complete(folder)}
-    if not todo:
-        return []
-    with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {}
-        for folder, (config, keep) in todo.items():
-            futures[folder] = (pool.submit(_trained_in_child, config, str(folder)), keep)
-            if progress:
-                print(f"training {folder.name} ahead, in a worker process", file=sys.stderr, flush=True)
-        for folder, (future, keep) in futures.items():
-            future.result()
-            if not keep:
-                (folder / "model.safetensors").unlink(missing_ok=True)  # grids keep only scores
+    if todo:
+        _train_in_workers(todo, max(1, jobs), progress)
     return list(todo)

@@ -149,7 +149,7 @@ def test_config_show_augment_is_every_augment_default_with_its_meaning():
 def test_a_run_hashes_alike_in_two_checkouts_of_the_repository(monkeypatch, tmp_path):
     # notebook configs hold absolute paths to their work folder; the run folder's name (the hash)
     # must not depend on where the repository was cloned
-    def hashed(root, train="results/runs/x/work/data/train.jsonl", encoder="m3e-small-offline"):
+    def hashed(root, train="work/train.jsonl", encoder="m3e-small-offline"):
         monkeypatch.setattr(C, "REPO_ROOT", root)
         cfg = C.validate_config({"data": {"train_file": str(root / train), "dev_file": str(root / "d/dev.jsonl")},
                                  "model": {"encoder": encoder}})
@@ -157,7 +157,7 @@ def test_a_run_hashes_alike_in_two_checkouts_of_the_repository(monkeypatch, tmp_
 
     a, b = tmp_path / "one" / "knowfree", tmp_path / "two" / "knowfree"
     assert hashed(a) == hashed(b)
-    assert hashed(a) != hashed(a, train="results/runs/x/work/data/other.jsonl")
+    assert hashed(a) != hashed(a, train="work/other.jsonl")
     assert hashed(a, encoder=str(a / "tiny")) == hashed(b, encoder=str(b / "tiny"))
     # a path outside the repository is the user's own file: kept as typed
     outside = tmp_path / "elsewhere" / "train.jsonl"

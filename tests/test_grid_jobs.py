@@ -4,18 +4,14 @@ scores exactly what the same configs score one after another, and a run that alr
 import json
 from pathlib import Path
 
-from knowfree import experiment
+from knowfree import experiment, reproduce
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_ablations.ipynb"
 
 
 def _defaults() -> dict:
     """The smoke settings of notebook 04's parameters cell."""
-    cell = next(c for c in json.loads(NOTEBOOK.read_text(encoding="utf-8"))["cells"]
-                if "parameters" in c["metadata"].get("tags", []))
-    namespace: dict = {}
-    exec("".join(cell["source"]), namespace)
-    return {k: v for k, v in namespace.items() if not k.startswith("__")}
+    return reproduce.notebook_values({"notebook": "04_ablations", "input": NOTEBOOK, "parameters": {}})
 
 
 def _scores(frame):
