@@ -13,8 +13,10 @@ A parameter file is YAML with three top-level keys::
       04_ablations:
         enabled: false              # ... unless it says so
 
-Every key is declared once in ``KEYS`` (type, meaning) and every notebook lists the keys its
-``parameters`` cell defines in ``NOTEBOOKS``. The notebooks' own defaults are the smoke setting,
+Every key is declared once, as a field of the pydantic model ``Parameters`` (type, range,
+choices, meaning; ``KEYS`` summarises each field), and every notebook lists the keys its
+``parameters`` cell defines in ``NOTEBOOKS``; validation runs that model over the keys a notebook
+or the ``shared`` section may set, and writes pydantic's findings in the file's terms. The notebooks' own defaults are the smoke setting,
 so a file only states what differs; keys it leaves out keep the notebook's default. A test keeps
 each notebook's ``parameters`` cell and this table in step.
 
@@ -24,12 +26,13 @@ the dotted key, the expected type and what was found.
 from __future__ import annotations
 
 import difflib
-import math
+import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from knowfree import yamlio
 from knowfree.config import HEADS, PRECISIONS
@@ -39,107 +42,138 @@ from knowfree.provenance import REPO_ROOT, decode_utf8, hash_json
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
 
-@dataclass(frozen=True)
-class Key:
-    type: str  # one of TYPES
-    help: str
-    choices: tuple = ()  # allowed values (every element, for lists); empty: any
-    minimum: float | None = None
-    # False for keys that only say where output goes: the same setting written to another
-    # folder must keep its params hash.
-    hashed: bool = True
-
-
-TYPES = ("int", "float", "str", "bool", "list[int]", "list[str]")
-
 KNOWLEDGE_CHOICES = ("none", "taggers", "llm", "both")
 TRAIN_SETS = ("gold", "fusion", "syn_fusion")
 # Rows of the ablation table (notebooks 04 and 05), see knowfree.experiment.VARIANTS.
 VARIANTS = ("full", "fusion_only", "synthetic_only", "plain", "cnn", "tagger")
+DATA_FORMATS = ("auto", "jsonl", "conll", "bio", "bioes", "bmes", "weibo", "msra", "stockmark", "kmou")
 
-KEYS: dict[str, Key] = {
-    "run_name": Key("str", "names results/runs/<run_name>/ and prefixes table and figure files",
-                    hashed=False),
-    "results_dir": Key("str", "folder, relative to the repository root, for tables/, figures/, "
-                              "index.json and README.md (an absolute path is taken as it is)",
-                       hashed=False),
-    "dataset": Key("str", "registry name (knowfree.data.registry)"),
-    "datasets": Key("list[str]", "registry names, one table block each"),
-    "k": Key("int", "training sentences: the first k of the seeded nested subset", minimum=1),
-    "k_shot": Key("int", "0: train on k sentences; N > 0: on the sentences that hold N mentions of "
-                         "every target label instead (the K-shot sampler; k is then unused)", minimum=0),
-    "ks": Key("list[int]", "training-set sizes to compare", minimum=1),
-    "sample_seed": Key("int", "seed of the K-sentence subset (one subset per K, nested across K; "
-                              "committed LLM caches are made for one such subset)"),
-    "seed": Key("int", "training seed"),
-    "seeds": Key("list[int]", "training seeds to average over"),
-    "max_len": Key("int", "drop sentences longer than this many tokens from every split "
-                          "(0: keep all); only for quick runs, the test set then differs from "
-                          "the published one", minimum=0),
-    "eval_limit": Key("int", "score on the first this many dev and test sentences (0: all)",
-                      minimum=0),
-    "encoder": Key("str", "encoder alias, hub id or folder (knowfree.encoder), or 'tiny': a "
-                          "random 2-layer encoder for smoke runs"),
-    "knowledge": Key("str", "where extension labels come from; llm and both also synthesise "
-                            "explanations", choices=KNOWLEDGE_CHOICES),
-    "llm": Key("str", "LLM model name as the response cache records it"),
-    "llm_replay": Key("bool", "answer LLM requests only from the response cache (no server); "
-                              "a missing answer is an error that lists it"),
-    "llm_base_url": Key("str", "OpenAI-compatible server for live requests; '' starts the "
-                               "offline llama.cpp model here"),
-    "llm_servers": Key("int", "with llm_base_url '': how many local llama.cpp servers to start, each "
-                              "pinned to its share of the cores (on 2 cores, 2 one-thread servers "
-                              "gave 1.56x the tokens/s of one: results/benchmarks/llm_servers.md)",
-                       minimum=1),
-    "llm_cache": Key("str", "response cache folder; '' means data/cache/llm/<dataset>-k<k>-s<sample_seed>"),
-    "synthesis": Key("bool", "with llm or both knowledge, also synthesise explanation sentences "
-                             "(syn_fusion); false: label extension only"),
-    "syn_init": Key("str", "what a syn_fusion run starts from: 'pretrained' (the encoder alone) or "
-                           "'fusion' (the selected weights of the fusion-set model that "
-                           "pseudo-labelled the synthetic sentences, as in the paper's workflow)",
-                    choices=("pretrained", "fusion")),
-    "epochs": Key("int", "training epochs", minimum=1),
-    "tagger_epochs": Key("int", "training epochs of a BIO-tagger run (head tagger); 0: epochs. A tagger "
-                                "step costs about half a span-head step, so a grid of both heads "
-                                "side by side (jobs 2) gives the tagger twice the epochs at no wall "
-                                "time", minimum=0),
-    "batch_size": Key("int", "training batch size", minimum=1),
-    "encoder_lr": Key("float", "learning rate of the encoder", minimum=0),
-    "head_lr": Key("float", "learning rate of the span head", minimum=0),
-    "threads": Key("int", "torch CPU threads", minimum=1),
-    "eval_every": Key("int", "score dev every this many epochs (and after the last); dev "
-                             "scoring can cost more than the epoch on CPU", minimum=1),
-    "precision": Key("str", "compute precision of training and scoring: fp32, bf16, or auto "
-                            "(bf16 where the hardware has it)", choices=PRECISIONS),
-    "freeze_embeddings": Key("bool", "do not train the encoder's word-embedding table"),
-    "freeze_layers": Key("int", "do not train the encoder's embedding block and bottom this many "
-                                "layers (their output is cached per sentence)", minimum=0),
-    "max_span_length": Key("int", "widest span (tokens) the span heads score; 0: every span",
-                           minimum=0),
-    "jobs": Key("int", "trainings of the grid run side by side, each in its own process with "
-                       "threads // jobs torch threads (one training keeps about 1.1 CPU cores busy)",
-                minimum=1),
-    "head": Key("str", "model head", choices=HEADS),
-    "train_set": Key("str", "what notebook 03 trains on", choices=TRAIN_SETS),
-    "variants": Key("list[str]", "ablation rows to run", choices=VARIANTS),
-    "n_show": Key("int", "sentences rendered in browsers and error lists", minimum=0),
+PositiveInts = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+
+
+def _key(help: str, *, hashed: bool = True, **constraints):
+    """One parameter: its meaning and range. The default None means "not given here": the
+    notebooks' parameters cells hold the defaults. ``hashed=False`` for keys that only say where
+    output goes: the same setting written to another folder must keep its params hash."""
+    return Field(None, description=help, json_schema_extra=None if hashed else {"hashed": False}, **constraints)
+
+
+class Parameters(BaseModel):
+    """Every notebook parameter, typed once (pydantic, strict: YAML ``yes`` is no int, ``"8"``
+    no number, an int is accepted for a float). Each notebook uses the subset NOTEBOOKS lists."""
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    run_name: str = _key("names results/runs/<run_name>/ and prefixes table and figure files", hashed=False)
+    results_dir: str = _key("folder, relative to the repository root, for tables/, figures/, index.json and "
+                            "README.md (an absolute path is taken as it is)", hashed=False)
+    dataset: str = _key("registry name (knowfree.data.registry)")
+    datasets: Annotated[list[str], Field(min_length=1)] = _key("registry names, one table block each")
+    k: int = _key("training sentences: the first k of the seeded nested subset", ge=1)
+    k_shot: int = _key("0: train on k sentences; N > 0: on the sentences that hold N mentions of every "
+                       "target label instead (the K-shot sampler; k is then unused)", ge=0)
+    ks: PositiveInts = _key("training-set sizes to compare")
+    sample_seed: int = _key("seed of the K-sentence subset (one subset per K, nested across K; committed "
+                            "LLM caches are made for one such subset)")
+    seed: int = _key("training seed")
+    seeds: Annotated[list[int], Field(min_length=1)] = _key("training seeds to average over")
+    max_len: int = _key("drop sentences longer than this many tokens from every split (0: keep all); "
+                        "only for quick runs, the test set then differs from the published one", ge=0)
+    eval_limit: int = _key("score on the first this many dev and test sentences (0: all)", ge=0)
+    encoder: str = _key("encoder alias, hub id or folder (knowfree.encoder), or 'tiny': a random "
+                        "2-layer encoder for smoke runs")
+    knowledge: Literal[KNOWLEDGE_CHOICES] = _key("where extension labels come from; llm and both also "
+                                                 "synthesise explanations")
+    llm: str = _key("LLM model name as the response cache records it")
+    llm_replay: bool = _key("answer LLM requests only from the response cache (no server); a missing "
+                            "answer is an error that lists it")
+    llm_base_url: str = _key("OpenAI-compatible server for live requests; '' starts the offline "
+                             "llama.cpp model here")
+    llm_servers: int = _key("with llm_base_url '': how many local llama.cpp servers to start, each pinned "
+                            "to its share of the cores (on 2 cores, 2 one-thread servers gave 1.56x the "
+                            "tokens/s of one: results/benchmarks/llm_servers.md)", ge=1)
+    llm_cache: str = _key("response cache folder; '' means data/cache/llm/<dataset>-k<k>-s<sample_seed>")
+    synthesis: bool = _key("with llm or both knowledge, also synthesise explanation sentences "
+                           "(syn_fusion); false: label extension only")
+    syn_init: Literal["pretrained", "fusion"] = _key(
+        "what a syn_fusion run starts from: 'pretrained' (the encoder alone) or 'fusion' (the selected "
+        "weights of the fusion-set model that pseudo-labelled the synthetic sentences, as in the "
+        "paper's workflow)")
+    epochs: int = _key("training epochs", ge=1)
+    tagger_epochs: int = _key("training epochs of a BIO-tagger run (head tagger); 0: epochs. A tagger "
+                              "epoch costs about 0.4 of a span-head epoch, so a grid of both heads side "
+                              "by side can give the tagger more epochs at no wall time", ge=0)
+    batch_size: int = _key("training batch size", ge=1)
+    encoder_lr: float = _key("learning rate of the encoder", ge=0)
+    head_lr: float = _key("learning rate of the span head", ge=0)
+    threads: int = _key("torch CPU threads", ge=1)
+    eval_every: int = _key("score dev every this many epochs (and after the last); dev scoring can cost "
+                           "more than the epoch on CPU", ge=1)
+    precision: Literal[PRECISIONS] = _key("compute precision of training and scoring: fp32, bf16, or "
+                                          "auto (bf16 where the hardware has it)")
+    freeze_embeddings: bool = _key("do not train the encoder's word-embedding table")
+    freeze_layers: int = _key("do not train the encoder's embedding block and bottom this many layers "
+                              "(their output is cached per sentence)", ge=0)
+    max_span_length: int = _key("widest span (tokens) the span heads score; 0: every span", ge=0)
+    jobs: int = _key("trainings of the grid run side by side, each in its own process with "
+                     "threads // jobs torch threads (one training keeps about 1.1 CPU cores busy)", ge=1)
+    head: Literal[HEADS] = _key("model head")
+    train_set: Literal[TRAIN_SETS] = _key("what notebook 03 trains on")
+    variants: Annotated[list[Literal[VARIANTS]], Field(min_length=1)] = _key("ablation rows to run")
+    n_show: int = _key("sentences rendered in browsers and error lists", ge=0)
     # notebook 06: your own data
-    "data_path": Key("str", "your labelled data: a file or a folder of train/dev/test files "
-                            "(knowfree.data.project); '' writes a small synthetic sample to try"),
-    "data_format": Key("str", "auto (by extension) or a format of knowfree.data.formats",
-                       choices=("auto", "jsonl", "conll", "bio", "bioes", "bmes", "weibo", "msra",
-                                "stockmark", "kmou")),
-    "dataset_name": Key("str", "the name your data goes by in configs (lower case, digits, - and _)"),
-    "labels": Key("str", "comma-separated labels to keep; '' keeps every label of train"),
-    "lang": Key("str", "language of the data; '' guesses it from the script",
-                choices=("", "zh", "ja", "ko", "en")),
-    "selection": Key("str", "how the trained weights are chosen: dev (the epoch with the best dev F1) "
-                            "or cv (the epoch by cv_folds-fold cross-validation over the training "
-                            "set, then one model on all of it; the dev split is not used)",
-                     choices=("dev", "cv")),
-    "cv_folds": Key("int", "folds of selection = cv", minimum=2),
-    "export_format": Key("str", "export the trained run: hf, onnx, or none", choices=("hf", "onnx", "none")),
-}
+    data_path: str = _key("your labelled data: a file or a folder of train/dev/test files "
+                          "(knowfree.data.project); '' writes a small synthetic sample to try")
+    data_format: Literal[DATA_FORMATS] = _key("auto (by extension) or a format of knowfree.data.formats")
+    dataset_name: str = _key("the name your data goes by in configs (lower case, digits, - and _)")
+    labels: str = _key("comma-separated labels to keep; '' keeps every label of train")
+    lang: Literal["", "zh", "ja", "ko", "en"] = _key("language of the data; '' guesses it from the script")
+    selection: Literal["dev", "cv"] = _key(
+        "how the trained weights are chosen: dev (the epoch with the best dev F1) or cv (the epoch by "
+        "cv_folds-fold cross-validation over the training set, then one model on all of it; the dev "
+        "split is not used)")
+    cv_folds: int = _key("folds of selection = cv", ge=2)
+    export_format: Literal["hf", "onnx", "none"] = _key("export the trained run: hf, onnx, or none")
+
+
+@dataclass(frozen=True)
+class Key:
+    """A read-only summary of one field of Parameters (for messages, docs and parity tests)."""
+    type: str  # int, float, str, bool, list[int], list[str]
+    help: str
+    choices: tuple = ()  # allowed values (every element, for lists); empty: any
+    minimum: float | None = None
+    hashed: bool = True
+
+
+def _words(annotation) -> tuple[str, tuple]:
+    """('int', ()) for int, ('str', choices) for a Literal, ('list[int]', ...) for a list."""
+    inner = getattr(annotation, "__args__", ())
+    if getattr(annotation, "__origin__", None) is list:
+        word, choices = _words(inner[0])
+        return f"list[{word}]", choices
+    if getattr(annotation, "__metadata__", None) is not None:  # Annotated[int, Field(ge=1)]
+        return _words(inner[0])
+    if inner:  # Literal
+        return type(inner[0]).__name__, tuple(inner)
+    return annotation.__name__, ()
+
+
+def _minimum(field) -> float | None:
+    annotation = field.annotation
+    metadata = list(field.metadata)
+    while getattr(annotation, "__origin__", None) is list or getattr(annotation, "__metadata__", None):
+        if getattr(annotation, "__metadata__", None):
+            metadata += list(annotation.__metadata__)
+        annotation = annotation.__args__[0]
+    return next((m.ge for m in metadata if hasattr(m, "ge")), None)
+
+
+def _summary(field) -> Key:
+    word, choices = _words(field.annotation)
+    return Key(word, field.description, choices, _minimum(field), not field.json_schema_extra)
+
+
+KEYS: dict[str, Key] = {name: _summary(f) for name, f in Parameters.model_fields.items()}
 
 _WHERE = ("run_name", "results_dir")
 _DATA = ("dataset", "k", "sample_seed", "max_len")
@@ -173,33 +207,52 @@ class ParamsError(ConfigError):
         super().__init__(f"invalid parameters in {source}:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def _type_problem(name: str, value: Any, key: Key) -> str | None:
-    """Why ``value`` does not fit ``key``, or None. bool is never accepted as a number."""
-    def scalar_ok(v, t):
-        if isinstance(v, bool):
-            return t == "bool"
-        return {"int": isinstance(v, int), "float": isinstance(v, (int, float)),
-                "str": isinstance(v, str), "bool": False}[t]
+class _Strict(BaseModel):
+    model_config = Parameters.model_config
 
-    if key.type.startswith("list["):
-        inner = key.type[5:-1]
-        ok = isinstance(value, list) and all(scalar_ok(v, inner) for v in value)
-        items = value if ok else []
-        if ok and not value:
-            return f"{name}: expected a non-empty {key.type}, got []"
-    else:
-        ok = scalar_ok(value, key.type)
-        items = [value] if ok else []
-    if not ok:
-        return f"{name}: expected {key.type}, got {type(value).__name__} {value!r}"
-    for v in items:
-        if isinstance(v, float) and not math.isfinite(v):
-            return f"{name}: expected a finite number, got {v!r}"
-        if key.choices and v not in key.choices:
-            return f"{name}: {v!r} is not one of {', '.join(map(str, key.choices))}"
-        if key.minimum is not None and v < key.minimum:
-            return f"{name}: must be >= {key.minimum:g}, got {v!r}"
-    return None
+
+@functools.lru_cache(maxsize=None)
+def _model(keys: frozenset) -> type[BaseModel]:
+    """The part of Parameters one notebook (or the shared section) may set."""
+    fields = Parameters.model_fields
+    return create_model("NotebookParameters", __base__=_Strict,
+                        **{k: (fields[k].annotation, fields[k]) for k in sorted(keys)})
+
+
+def _got(value) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _problems(values: Mapping[str, Any], keys, prefix: str = "", also_known=()) -> list[str]:
+    """Every key of ``values`` that ``keys`` do not allow or whose value does not fit, one line
+    each in the file's terms: the dotted key, what was expected, what was found (``also_known``:
+    keys of the section that are not parameters, offered for a typo)."""
+    try:
+        _model(frozenset(keys)).model_validate(dict(values))
+        return []
+    except ValidationError as e:
+        errors = e.errors(include_url=False)
+    lines: dict[str, str] = {}
+    for err in errors:
+        key = str(err["loc"][0])
+        name, kind, ctx = prefix + key, err["type"], err.get("ctx", {})
+        if name in lines:
+            continue
+        if kind == "extra_forbidden":
+            lines[name] = _unknown(name, set(keys) | set(also_known))
+            continue
+        info, value, item = KEYS[key], values[key], err["input"]
+        if kind == "literal_error":
+            lines[name] = f"{name}: {item!r} is not one of {', '.join(map(str, info.choices))}"
+        elif kind == "greater_than_equal":
+            lines[name] = f"{name}: must be >= {ctx['ge']:g}, got {item!r}"
+        elif kind == "too_short":
+            lines[name] = f"{name}: expected a non-empty {info.type}, got []"
+        elif kind == "finite_number":
+            lines[name] = f"{name}: expected a finite number, got {item!r}"
+        else:  # a wrong type, of the value or of one list item
+            lines[name] = f"{name}: expected {info.type}, got {_got(value)}"
+    return list(lines.values())
 
 
 def _unknown(name: str, known) -> str:
@@ -261,11 +314,7 @@ def validate(raw: Any, source: str = "<params>") -> Params:
     if not isinstance(shared, dict):
         problems.append(f"shared: expected a mapping, got {type(shared).__name__}")
         shared = {}
-    for k, v in shared.items():
-        if k not in used:
-            problems.append(_unknown(f"shared.{k}", used))
-        elif (p := _type_problem(f"shared.{k}", v, KEYS[k])):
-            problems.append(p)
+    problems += _problems({str(k): v for k, v in shared.items()}, used, "shared.")
 
     sections = raw.get("notebooks") or {}
     if not isinstance(sections, dict):
@@ -286,11 +335,7 @@ def validate(raw: Any, source: str = "<params>") -> Params:
         if not isinstance(on, bool):
             problems.append(f"notebooks.{name}.enabled: expected bool, got {type(on).__name__} {on!r}")
         allowed = set(NOTEBOOKS[name]) - {"run_name"}
-        for k, v in section.items():
-            if k not in allowed:
-                problems.append(_unknown(f"notebooks.{name}.{k}", allowed | {"enabled"}))
-            elif (p := _type_problem(f"notebooks.{name}.{k}", v, KEYS[k])):
-                problems.append(p)
+        problems += _problems({str(k): v for k, v in section.items()}, allowed, f"notebooks.{name}.", {"enabled"})
         notebooks[name], enabled[name] = section, on is True
     if not problems and not any(enabled.values()):
         problems.append("notebooks: no notebook is enabled, nothing would run")
@@ -319,15 +364,11 @@ def collect(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
     the same clear error a parameter file would."""
     if notebook not in NOTEBOOKS:
         raise ParamsError(notebook, [_unknown(notebook, NOTEBOOKS)])
-    problems, values = [], {}
-    for k in NOTEBOOKS[notebook]:
-        if k not in namespace:
-            problems.append(f"{k}: not defined (the parameters cell must define every key of "
-                            f"knowfree.params.NOTEBOOKS[{notebook!r}])")
-        elif (p := _type_problem(k, namespace[k], KEYS[k])):
-            problems.append(p)
-        else:
-            values[k] = namespace[k]
+    keys = NOTEBOOKS[notebook]
+    values = {k: namespace[k] for k in keys if k in namespace}
+    problems = [f"{k}: not defined (the parameters cell must define every key of "
+                f"knowfree.params.NOTEBOOKS[{notebook!r}])" for k in keys if k not in namespace]
+    problems += _problems(values, keys)
     if problems:
         raise ParamsError(f"the parameters cell of {notebook}", problems)
     return values
