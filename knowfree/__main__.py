@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def call(argv: list[str]) -> int:
+    """`python -m knowfree ARGV` in this process, its errors raised rather than printed (as the
+    tests call a command)."""
+    args = build_parser().parse_args(list(argv))
+    return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -83,8 +90,7 @@ def main(argv=None) -> int:
             parser.print_help()
             return 0
         # argparse exits 0 after a help, 2 on a usage error (an unknown command included)
-        args = parser.parse_args(argv)
-        return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+        return call(argv)
     except KnowfreeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -510,8 +510,3 @@ def run(args) -> int:
     print(f"{'ok' if ok else 'FAILED'}: lowest cosine {worst:.6f} (threshold 0.999)")
     return 0 if ok else 1
 
-
-def cli_main(argv: list[str]) -> int:
-    """`python -m knowfree encoder ARGV` in this process, its errors raised (as tests call it)."""
-    from knowfree.__main__ import build_parser  # here: `python -m knowfree` runs that file as __main__
-    return run(build_parser().parse_args(["encoder", *argv]))

@@ -137,8 +137,3 @@ def run(args) -> int:
     print(json.dumps(scores.as_dict(), indent=2) if args.json else scores.summary())
     return 0
 
-
-def cli_main(argv: list[str]) -> int:
-    """`python -m knowfree eval ARGV` in this process, its errors raised (as tests call it)."""
-    from knowfree.__main__ import build_parser  # here: `python -m knowfree` runs that file as __main__
-    return run(build_parser().parse_args(["eval", *argv]))

@@ -194,8 +194,3 @@ def run(args) -> int:
         return 0
     return execute(params, steps, command)
 
-
-def cli_main(argv: list[str]) -> int:
-    """`python -m knowfree reproduce ARGV` in this process, its errors raised (as tests call it)."""
-    from knowfree.__main__ import build_parser  # here: `python -m knowfree` runs that file as __main__
-    return run(build_parser().parse_args(["reproduce", *argv]))

@@ -505,8 +505,3 @@ def run(args) -> int:
     print(f"{path}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return 0 if all(r["status"] == "done" for r in rows) else 1
 
-
-def cli_main(argv: list[str]) -> int:
-    """`python -m knowfree sweep ARGV` in this process, its errors raised (as tests call it)."""
-    from knowfree.__main__ import build_parser  # here: `python -m knowfree` runs that file as __main__
-    return run(build_parser().parse_args(["sweep", *argv]))

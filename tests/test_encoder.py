@@ -4,6 +4,7 @@ import pytest
 import torch
 from llm_required import llm_unavailable
 
+from knowfree.__main__ import call
 from knowfree import backbones
 from knowfree.e5 import build_e5_offline, verify_e5_offline
 from knowfree import encoder as E
@@ -67,7 +68,7 @@ def test_e5_folder_is_reused(e5_dir):
     assert build_e5_offline() == e5_dir
     assert resolve_encoder(E.E5_ALIAS) == str(e5_dir)
     assert (e5_dir / "model.safetensors").stat().st_mtime_ns == before
-    assert E.cli_main(["build", E.E5_ALIAS]) == 0
+    assert call(["encoder", "build", E.E5_ALIAS]) == 0
 
 
 def test_e5_pad_row_is_pad_not_bos(e5):

@@ -10,7 +10,8 @@ from knowfree.data.tags import spans_to_tags, tags_to_spans
 from knowfree.data.registry import load_dataset
 from knowfree.data.sample import Sample, Span
 from knowfree.errors import InputError
-from knowfree.metrics import cli_main, evaluate, prf
+from knowfree.__main__ import call
+from knowfree.metrics import evaluate, prf
 
 
 def test_hand_checked_scores():
@@ -101,10 +102,10 @@ def test_eval_cli_pairs_by_id(tmp_path, capsys):
     pred = [Sample(list("de"), [Span(0, 2, "B")], "s1"), Sample(list("abc"), [Span(1, 2, "A")], "s0")]
     write(gold, tmp_path / "g.jsonl", "jsonl")
     write(pred, tmp_path / "p.jsonl", "jsonl")
-    assert cli_main([str(tmp_path / "g.jsonl"), str(tmp_path / "p.jsonl")]) == 0
+    assert call(["eval", str(tmp_path / "g.jsonl"), str(tmp_path / "p.jsonl")]) == 0
     out = capsys.readouterr().out
     assert "precision 0.5000  recall 0.5000  f1 0.5000  (tp 1, fp 1, fn 1)" in out
     assert out.splitlines()[-1].split()[0] == "B"
     write(pred[:1], tmp_path / "p1.jsonl", "jsonl")
     with pytest.raises(InputError, match="paired by id: 1 of the 2 ids of GOLD .* have no sentence in PRED"):
-        cli_main([str(tmp_path / "g.jsonl"), str(tmp_path / "p1.jsonl")])
+        call(["eval", str(tmp_path / "g.jsonl"), str(tmp_path / "p1.jsonl")])

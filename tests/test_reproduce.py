@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from knowfree.__main__ import call, main
 from knowfree import params as P
 from knowfree import reproduce, results
-from knowfree.__main__ import main
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def test_runner_executes_notebooks_and_indexes_their_results(tmp_path, runs, mon
     monkeypatch.setattr(P, "NOTEBOOKS", {"01_tiny": ("run_name", "results_dir", "k")})
     res = tmp_path / "res"
     path = _params_file(tmp_path, {"01_tiny": {}}, {"k": 7, "results_dir": str(res)})
-    assert reproduce.cli_main(["--params", str(path)]) == 0
+    assert call(["reproduce", "--params", str(path)]) == 0
     assert pd.read_csv(res / "tables" / "t.k.csv")["k"].tolist() == [7]
     run = json.loads((runs / "t" / "run.json").read_text())
     assert run["result"] == "ok" and run["notebooks"]["01_tiny"]["result"] == "ok"
@@ -163,7 +163,7 @@ def test_runner_stops_at_a_failing_notebook_and_says_where(tmp_path, runs, monke
     monkeypatch.setattr(P, "NOTEBOOKS", {"01_tiny": keys, "02_tiny": keys})
     res = tmp_path / "res"
     path = _params_file(tmp_path, {"01_tiny": {}, "02_tiny": {}}, {"results_dir": str(res)})
-    assert reproduce.cli_main(["--params", str(path)]) == 1
+    assert call(["reproduce", "--params", str(path)]) == 1
     out = capsys.readouterr()
     assert "ValueError: broken on purpose" in out.out and "01_tiny.ipynb" in out.err
     run = json.loads((runs / "t" / "run.json").read_text())

@@ -10,7 +10,8 @@ import yaml
 from knowfree import yamlio
 from knowfree.errors import ConfigError
 from knowfree.provenance import REPO_ROOT
-from knowfree.sweep import _knowledge_of, cli_main, plan
+from knowfree.__main__ import call
+from knowfree.sweep import _knowledge_of, plan
 from knowfree.train import train
 from knowfree.config import load_config
 
@@ -55,7 +56,7 @@ def test_sweep_runs_equal_plain_training_and_are_not_repeated(toy, tmp_path):  #
         "groups": [{"name": "g", "grid": {"train.seed": [0, 1]}}]}), encoding="utf-8")
     out = tmp_path / "out"
     args = [str(tmp_path / "sweep.yaml"), "--out", str(out), "--jobs", "2"]
-    assert cli_main(args + ["--table", str(tmp_path / "table")]) == 0
+    assert call(["sweep"] + args + ["--table", str(tmp_path / "table")]) == 0
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [(r["run"], r["status"], r["seed"]) for r in rows] == [("g-seed=0", "done", "0"),
                                                                   ("g-seed=1", "done", "1")]
@@ -70,7 +71,7 @@ def test_sweep_runs_equal_plain_training_and_are_not_repeated(toy, tmp_path):  #
     assert table[0]["test_f1"].startswith(f"{sum(f1s) / 2:.2f} ± ")
 
     stamp = (out / "g-seed=0" / "metrics.json").stat().st_mtime_ns
-    assert cli_main(args) == 0  # everything complete: nothing retrained
+    assert call(["sweep"] + args) == 0  # everything complete: nothing retrained
     assert (out / "g-seed=0" / "metrics.json").stat().st_mtime_ns == stamp
 
 
@@ -79,7 +80,7 @@ def test_deadline_reports_what_did_not_run(toy, tmp_path):  # noqa: F811
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
         "base": str(tmp_path / "base.yaml"), "groups": [{"name": "g", "grid": {"train.seed": [0]}}]}),
         encoding="utf-8")
-    code = cli_main([str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "out"), "--deadline", "0"])
+    code = call(["sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "out"), "--deadline", "0"])
     assert code == 1
     rows = list(csv.DictReader((tmp_path / "out" / "summary.csv").open()))
     assert [r["status"] for r in rows] == ["not started"]
@@ -91,9 +92,9 @@ def test_collect_applies_a_provenance_file_to_every_row(toy, tmp_path):  # noqa:
         "base": str(tmp_path / "base.yaml"), "groups": [{"name": "g", "grid": {"train.seed": [0]}}]}),
         encoding="utf-8")
     out = tmp_path / "out"
-    assert cli_main([str(tmp_path / "sweep.yaml"), "--out", str(out)]) == 0
+    assert call(["sweep", str(tmp_path / "sweep.yaml"), "--out", str(out)]) == 0
     (out / "provenance.json").write_text(json.dumps({"git_commit": "abc", "why": "test"}))
-    assert cli_main([str(tmp_path / "sweep.yaml"), "--out", str(out), "--collect"]) == 0
+    assert call(["sweep", str(tmp_path / "sweep.yaml"), "--out", str(out), "--collect"]) == 0
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert rows[0]["git_commit"] == "abc" and rows[0]["status"] == "done"
 

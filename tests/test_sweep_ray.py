@@ -7,7 +7,8 @@ import pytest
 import ray  # noqa: F401  (pinned: without it the environment is broken, which must not read as a skip)
 import yaml
 
-from knowfree.sweep import RayUnavailable, cli_main
+from knowfree.__main__ import call
+from knowfree.sweep import RayUnavailable
 from test_train import toy, toy_config  # noqa: F401  (the fixture is used by name)
 
 
@@ -22,11 +23,11 @@ def test_ray_backend_gives_the_process_backends_runs_and_resumes(toy, tmp_path):
         encoding="utf-8")
     sweep = [str(tmp_path / "sweep.yaml"), "--jobs", "2"]
     try:
-        code = cli_main(sweep + ["--out", str(tmp_path / "ray"), "--backend", "ray", "--only", "g"])
+        code = call(["sweep"] + sweep + ["--out", str(tmp_path / "ray"), "--backend", "ray", "--only", "g"])
     except RayUnavailable as e:
         pytest.skip(f"Ray cannot start on this machine: {e}")
     assert code == 0
-    assert cli_main(sweep + ["--out", str(tmp_path / "proc"), "--only", "g"]) == 0
+    assert call(["sweep"] + sweep + ["--out", str(tmp_path / "proc"), "--only", "g"]) == 0
     via_ray = list(csv.DictReader((tmp_path / "ray" / "summary.csv").open()))
     via_proc = list(csv.DictReader((tmp_path / "proc" / "summary.csv").open()))
     keys = ("run", "status", "seed", "best_epoch", "dev_f1", "test_f1", "config_hash", "data_hashes")
@@ -34,8 +35,8 @@ def test_ray_backend_gives_the_process_backends_runs_and_resumes(toy, tmp_path):
     # resumable: run again, nothing is trained (the log of a finished run does not grow)
     log = tmp_path / "ray" / "g-seed=0" / "train.log"
     size = log.stat().st_size
-    assert cli_main(sweep + ["--out", str(tmp_path / "ray"), "--backend", "ray", "--only", "g"]) == 0
+    assert call(["sweep"] + sweep + ["--out", str(tmp_path / "ray"), "--backend", "ray", "--only", "g"]) == 0
     assert log.stat().st_size == size
     # a config no run could train with is refused before Ray starts
     with pytest.raises(Exception, match="batch_size"):
-        cli_main(sweep + ["--out", str(tmp_path / "bad"), "--backend", "ray", "--only", "bad"])
+        call(["sweep"] + sweep + ["--out", str(tmp_path / "bad"), "--backend", "ray", "--only", "bad"])
