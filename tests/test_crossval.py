@@ -3,7 +3,6 @@ epoch is the best of the fold-averaged dev curve, and the final model is the ord
 that epoch's weights kept (train.select: N), which follows the same trajectory as a full run."""
 import csv
 import json
-import random
 
 import pytest
 from safetensors.torch import load_file
@@ -12,34 +11,18 @@ from knowfree import crossval
 from knowfree.__main__ import main as knowfree_main
 from knowfree.config import validate_config
 from knowfree.data.formats import read, write
-from knowfree.data.sample import Sample, Span
 from knowfree.encoder import build_tiny_encoder
 from knowfree.errors import ConfigError
 from knowfree.train import train
-
-FILLER = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可"
-NAMES = {"PER": ["王小明", "赵丽"], "LOC": ["东京", "巴黎市"]}
-
-
-def sentences(n, seed):
-    r = random.Random(seed)
-    out = []
-    for i in range(n):
-        tokens = r.choices(FILLER, k=r.randint(1, 4))
-        label = r.choice(sorted(NAMES))
-        name = r.choice(NAMES[label])
-        spans = [Span(len(tokens), len(tokens) + len(name), label)]
-        tokens += list(name) + r.choices(FILLER, k=r.randint(1, 3))
-        out.append(Sample(tokens, spans, id=f"s{i}"))
-    return out
+from test_train import FILLER, PEOPLE, PLACES, toy_samples  # the toy sentences of the trainer tests
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("cv")
-    encoder = build_tiny_encoder(root / "encoder", [FILLER + "".join(sum(NAMES.values(), []))])
-    write(sentences(12, 0), root / "train.jsonl", "jsonl")
-    write(sentences(6, 1), root / "test.jsonl", "jsonl")
+    encoder = build_tiny_encoder(root / "encoder", [FILLER + "".join(PEOPLE + PLACES)])
+    write(toy_samples(12, 0, "s"), root / "train.jsonl", "jsonl")
+    write(toy_samples(6, 1, "t"), root / "test.jsonl", "jsonl")
     return root, encoder
 
 
