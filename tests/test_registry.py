@@ -15,7 +15,7 @@ from knowfree.data.registry import (REGISTRY, ChecksumError, cache_path, get_ent
 from knowfree.data.sample import Sample
 from knowfree.errors import DataNotFound, InputError
 
-# From ../shared/datasets/README.md: the numbers the issue asks the registry to reproduce.
+# From the README of the dataset mirror ($KNOWFREE_DATA_MIRROR/README.md): the split sizes the registry must reproduce.
 README_COUNTS = {
     "weibo": {"train": 1350, "dev": 270, "test": 270},
     "youku": {"train": 8001, "dev": 1000, "test": 1001},
