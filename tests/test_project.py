@@ -159,3 +159,25 @@ def test_k_shot_reaches_train_augment_and_notebook_settings_alike(toy, local, tm
         for sp in s.targets():
             counts[sp.label] = counts.get(sp.label, 0) + 1
     assert min(counts.values()) >= 2
+
+
+@pytest.mark.parametrize("folder", ["elsewhere/my-domain", "my-project"])
+def test_the_printed_export_finds_the_dataset_wherever_out_puts_it(tmp_path, monkeypatch, capsys, folder):
+    """`init --out FOLDER` prints the KNOWFREE_LOCAL_DATA that makes every command find the
+    dataset by name: FOLDER's parent where FOLDER is named after the dataset, else FOLDER itself."""
+    monkeypatch.delenv("KNOWFREE_LOCAL_DATA", raising=False)
+    formats.write(toy_samples(20, 1, "x"), tmp_path / "x.jsonl", "jsonl")
+    out = tmp_path / folder
+    assert main(["init", str(tmp_path / "x.jsonl"), "--name", "my-domain", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    exports = [line.split("export KNOWFREE_LOCAL_DATA=", 1)[1] for line in printed.splitlines()
+               if "export KNOWFREE_LOCAL_DATA=" in line]
+    assert exports == [str((out.parent if out.name == "my-domain" else out).resolve())]
+    with pytest.raises(Exception, match="my-domain"):  # not found before the export
+        open_dataset("my-domain")
+    monkeypatch.setenv("KNOWFREE_LOCAL_DATA", exports[0])
+    assert len(open_dataset("my-domain").splits["train"]) == 16
+    # another dataset's folder given as a root does not answer for this name
+    monkeypatch.setenv("KNOWFREE_LOCAL_DATA", str(out))
+    with pytest.raises(Exception, match="other-name"):
+        open_dataset("other-name")

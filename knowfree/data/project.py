@@ -474,10 +474,10 @@ def run(args) -> int:
     shown = _shown(r.out)
     print(f"{shown}: dataset {args.name!r} ({r.lang}, {counts} sentences, labels {', '.join(r.labels)}); "
           f"see {shown}/report.md")
-    default_root = REPO_ROOT / "data" / "local"
-    if r.out.resolve().parent != default_root.resolve() and r.out.resolve().parent not in [
-            x.resolve() for x in local_roots()]:
-        print(f"  commands find it by name with: export {LOCAL_ENV}={r.out.resolve().parent}")
+    # the registry finds ROOT/NAME/dataset.json, or ROOT/dataset.json naming NAME
+    root = r.out.resolve().parent if r.out.name == args.name else r.out.resolve()
+    if root not in [x.resolve() for x in local_roots()]:
+        print(f"  commands find it by name with: export {LOCAL_ENV}={root}")
     print(f"  python -m knowfree train {shown}/train.yaml\n  python -m knowfree augment {shown}/augment.yaml\n"
           f"  make reproduce PARAMS={shown}/params.yaml")
     return 0

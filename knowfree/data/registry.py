@@ -34,7 +34,9 @@ published ones; a different count is reported in ``Dataset.warnings``.
 Local datasets: a name that is not in the registry is looked up as a folder
 ``<root>/<name>/`` holding ``dataset.json`` (written by ``python -m knowfree init``, which also
 writes the splits as JSONL beside it), in each root of ``$KNOWFREE_LOCAL_DATA`` (folders separated
-by ``os.pathsep``) and then in ``data/local/`` of the repository (ignored by git). The manifest
+by ``os.pathsep``) and then in ``data/local/`` of the repository (ignored by git). A root of
+``$KNOWFREE_LOCAL_DATA`` may also be a dataset folder itself (``init --out my-project/``): its
+``dataset.json`` counts when it names the dataset asked for. The manifest
 pins every file's sha256: a file changed after ``init`` is an error, not a silent new dataset.
 So a user's own data goes by name through every config, notebook and sweep, like a registered one.
 
@@ -219,7 +221,9 @@ def local_entry(name: str) -> DatasetEntry | None:
     for root in local_roots():
         manifest = root / name / MANIFEST
         if not manifest.is_file():
-            continue
+            manifest = root / MANIFEST  # the root is a dataset folder (`init --out FOLDER`)
+            if not manifest.is_file() or _manifest_name(manifest) != name:
+                continue
         try:
             m = json.loads(manifest.read_text(encoding="utf-8"))
             if m.get("format") != MANIFEST_FORMAT or m.get("name") != name:
@@ -232,6 +236,17 @@ def local_entry(name: str) -> DatasetEntry | None:
             raise InputError(f"not a dataset manifest of format {MANIFEST_FORMAT} for {name!r}: {e}",
                              str(manifest), "write it again with `python -m knowfree init`") from None
     return None
+
+
+def _manifest_name(manifest: Path) -> str | None:
+    """The dataset name a manifest gives, or None where it is unreadable (another folder's
+    business: only a manifest found under the name asked for is an error when broken)."""
+    import json
+
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def get_entry(name: str) -> DatasetEntry:
