@@ -25,6 +25,7 @@ Run folder layout::
 from __future__ import annotations
 
 import math
+import os
 import random
 import shutil
 import sys
@@ -576,6 +577,8 @@ def run(args) -> int:
     with spelled(formats.spellings("data.format:")):
         metrics = train(config, run_dir=args.run_dir, progress=not args.no_progress,
                         stop_after=args.stop_after, inputs=[("CONFIG", args.config)])
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every rank has the result: one says it
+        return 0
     if not metrics["complete"]:
         print(f"stopped after epoch {metrics['epoch']}; run the same command to resume "
               f"({metrics['run_dir']})")

@@ -77,3 +77,24 @@ def test_a_two_process_run_resumes_bit_identically(runs):
     torchrun(root / "config.yaml", root / "paused")
     a, b = load_file(str(root / "two" / "model.safetensors")), load_file(str(root / "paused" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_accelerate_launch_trains_as_torchrun_does(runs):
+    """`accelerate launch --multi_gpu` runs torchrun underneath and sets the same environment, so
+    the trainer needs nothing of accelerate: here on 2 CPU processes (gloo), bit for bit the
+    torchrun run. (`accelerate launch --cpu --num_processes 2` starts one process unless an
+    mpirun hostfile is given: accelerate's multi-CPU path is MPI.)"""
+    root, _ = runs
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "knowfree", "train", str(root / "config.yaml"), "--run-dir", str(root / "accelerate"),
+           "--no-progress"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    meta = json.loads((root / "accelerate" / "metrics.json").read_text(encoding="utf-8"))
+    assert meta["world_size"] == 2 and done.stdout.count("run folder:") == 1  # rank 0 reports
+    a, b = load_file(str(root / "two" / "model.safetensors")), load_file(str(root / "accelerate" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = [list(csv.DictReader((root / r / "epochs.csv").open(encoding="utf-8"))) for r in ("two", "accelerate")]
+    assert [(r["train_loss"], r["dev_f1"]) for r in rows[0]] == [(r["train_loss"], r["dev_f1"]) for r in rows[1]]
