@@ -444,28 +444,53 @@ def _as_grid_trains(config: dict, work_dir: Path, label: str, jobs: int, ready=_
     return config, _run_folder(config, work_dir, label)
 
 
-def _train_in_workers(todo: dict[Path, tuple[dict, bool]], jobs: int, progress: bool) -> dict[Path, dict]:
-    """Train the runs ``folder -> (config, keep weights)`` in ``jobs`` spawned processes; their
-    metrics by folder. Weights not kept are deleted once the metrics are written."""
-    from concurrent.futures import ProcessPoolExecutor
-    import multiprocessing
+def _train_in_workers(todo: dict[Path, tuple[dict, bool]], jobs: int, progress: bool,
+                      backend: str = "process") -> dict[Path, dict]:
+    """Train the runs ``folder -> (config, keep weights)`` in ``jobs`` spawned processes, or as
+    Ray tasks of one CPU each (``backend`` 'ray'); their metrics by folder. Weights not kept are
+    deleted once the metrics are written."""
+    if backend == "ray":
+        out = _train_on_ray(todo, jobs, progress)
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+        import multiprocessing
 
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {}
-        for folder, (config, keep) in todo.items():
-            futures[folder] = (pool.submit(_trained_in_child, config, str(folder)), keep)
-            if progress:
-                print(f"training {folder.name} in a worker process", file=sys.stderr, flush=True)
-        out = {}
-        for folder, (future, keep) in futures.items():
-            out[folder] = future.result()
-            if not keep:
-                (folder / "model.safetensors").unlink(missing_ok=True)  # grids keep only scores
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {}
+            for folder, (config, _) in todo.items():
+                futures[folder] = pool.submit(_trained_in_child, config, str(folder))
+                if progress:
+                    print(f"training {folder.name} in a worker process", file=sys.stderr, flush=True)
+            out = {folder: future.result() for folder, future in futures.items()}
+    for folder, (_, keep) in todo.items():
+        if not keep:
+            (folder / "model.safetensors").unlink(missing_ok=True)  # grids keep only scores
     return out
 
 
+def _train_on_ray(todo: dict[Path, tuple[dict, bool]], jobs: int, progress: bool) -> dict[Path, dict]:
+    """Each run one Ray task asking for one CPU: on a local instance with ``jobs`` CPUs, or on
+    the cluster $RAY_ADDRESS names (whose nodes need this checkout and the work folder at the
+    same paths). The task is the worker function of the process backend, so the runs are the same."""
+    import os
+
+    import ray
+
+    from knowfree.sweep import start_ray
+
+    start_ray(os.environ.get("RAY_ADDRESS") or None, jobs, cpus=1, gpus=0)
+    try:
+        task = ray.remote(num_cpus=1)(_trained_in_child)
+        refs = {folder: task.remote(config, str(folder)) for folder, (config, _) in todo.items()}
+        if progress:
+            print(f"training {len(refs)} runs as Ray tasks", file=sys.stderr, flush=True)
+        return {folder: ray.get(ref) for folder, ref in refs.items()}
+    finally:
+        ray.shutdown()
+
+
 def train_many(jobs_list: list[tuple[dict, str]], work_dir: Path, jobs: int = 1,
-               progress: bool = True) -> list[dict]:
+               progress: bool = True, backend: str = "process") -> list[dict]:
     """Train (or reuse) the runs ``(config, label)`` of a grid, ``jobs`` at a time; metrics in
     the order given.
 
@@ -485,7 +510,7 @@ def train_many(jobs_list: list[tuple[dict, str]], work_dir: Path, jobs: int = 1,
         else:  # in this process: a run to train one after another, or a complete one to reuse
             out[i] = train_run(config, work_dir, label, keep_weights=False, progress=progress and jobs == 1)
     if todo:
-        trained = _train_in_workers(todo, jobs, progress)
+        trained = _train_in_workers(todo, jobs, progress, backend)
         for i, folder in where.items():
             out[i] = trained[folder]
     return out
@@ -499,7 +524,7 @@ def grid(datasets: list[str], P: Mapping[str, Any], work_dir: Path, progress: bo
     Returns the rows (scores in percent, provenance per row) and the variants that could not
     run, with the reason (a knowledge set the configured knowledge cannot give)."""
     planned, rows, skipped = plan_grid(datasets, P, work_dir, progress)
-    trained = train_many(planned, work_dir, P.get("jobs", 1), progress)
+    trained = train_many(planned, work_dir, P.get("jobs", 1), progress, P.get("grid_backend", "process"))
     for i, (row, metrics) in enumerate(zip(rows, trained)):
         keys = ("dataset", "k", "variant", "seed")
         threads = json.loads((Path(metrics["run_dir"]) / "config.json").read_text(encoding="utf-8"))["train"]["threads"]

@@ -116,6 +116,10 @@ class Parameters(BaseModel):
     max_span_length: int = _key("widest span (tokens) the span heads score; 0: every span", ge=0)
     jobs: int = _key("trainings of the grid run side by side, each in its own process with "
                      "threads // jobs torch threads (one training keeps about 1.1 CPU cores busy)", ge=1)
+    grid_backend: Literal["process", "ray"] = _key(
+        "how a grid with jobs > 1 trains its runs: 'process' (spawned processes on this machine) or "
+        "'ray' (one Ray task each: a local instance with jobs CPUs, or the cluster $RAY_ADDRESS names); "
+        "scheduling only, so not hashed: the runs are the same", hashed=False)
     head: Literal[HEADS] = _key("model head")
     train_set: Literal[TRAIN_SETS] = _key("what notebook 03 trains on")
     variants: Annotated[list[Literal[VARIANTS]], Field(min_length=1)] = _key("ablation rows to run")
@@ -180,7 +184,7 @@ _DATA = ("dataset", "k", "sample_seed", "max_len")
 _KNOW = ("knowledge", "llm", "llm_replay", "llm_base_url", "llm_servers", "llm_cache", "synthesis")
 _TRAIN = ("encoder", "eval_limit", "epochs", "batch_size", "encoder_lr", "head_lr", "threads",
           "eval_every", "precision", "freeze_embeddings", "freeze_layers", "max_span_length")
-_GRID = ("ks", "sample_seed", "seeds", "max_len", "variants", "jobs")
+_GRID = ("ks", "sample_seed", "seeds", "max_len", "variants", "jobs", "grid_backend")
 
 NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "01_data_exploration": _WHERE + _DATA + ("n_show",),

@@ -53,3 +53,24 @@ def test_tagger_epochs_lengthen_the_tagger_runs_only(tmp_path):
     same, _ = experiment.grid(["msra"], {**P, "tagger_epochs": 0}, tmp_path / "zero")
     assert sorted(int(json.loads((f / "config.json").read_text())["train"]["epochs"])
                   for f in (tmp_path / "zero" / "train").iterdir()) == [1, 1]
+
+
+def test_a_grid_on_ray_trains_the_runs_the_process_backend_trains(tmp_path):
+    """`grid_backend: ray`: each run one Ray task of a local instance the grid starts, with the
+    worker function of the process backend, so the same folders and scores."""
+    import pytest
+
+    from knowfree.sweep import RayUnavailable
+
+    P = {**_defaults(), "ks": [20], "seeds": [1], "variants": ["plain", "tagger"], "knowledge": "none",
+         "epochs": 2, "threads": 2, "jobs": 2}
+    try:
+        via_ray, _ = experiment.grid(["msra"], {**P, "grid_backend": "ray"}, tmp_path / "ray")
+    except RayUnavailable as e:
+        pytest.skip(f"Ray cannot start on this machine: {e}")
+    via_proc, _ = experiment.grid(["msra"], {**P, "grid_backend": "process"}, tmp_path / "proc")
+    assert _scores(via_ray) == _scores(via_proc)
+    # the same runs (names without their config hash, which holds each work folder's own path)
+    assert sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "ray" / "train").iterdir()) == \
+        sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "proc" / "train").iterdir())
+    assert not list((tmp_path / "ray" / "train").glob("*/model.safetensors"))

@@ -12,7 +12,6 @@ from knowfree.sweep import RayUnavailable
 from test_train import toy, toy_config  # noqa: F401  (the fixture is used by name)
 
 
-
 def test_ray_backend_gives_the_process_backends_runs_and_resumes(toy, tmp_path):  # noqa: F811
     config = toy_config(toy, epochs=2)
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
