@@ -362,6 +362,29 @@ def test_synthesis_pseudo_labels_with_a_model_of_this_setting(data, tiny_encoder
     assert row["synthetic_target_spans_per_sentence"] == round(sum(len(s.targets()) for s in synthetic) / len(synthetic), 4)
 
 
+def test_synthetic_sentences_can_take_their_extension_labels_from_the_taggers(data, tiny_encoder):
+    """synthesis.extension_labels: taggers with LLM knowledge: the LLM labels the training
+    sentences and writes the explanations, and asks nothing about the synthetic sentences, whose
+    extension spans are the taggers' own."""
+    from knowfree.knowledge.sources import TaggerSource
+
+    train_cfg = {"model": {"encoder": tiny_encoder, **TINY_MODEL},
+                 "train": {"epochs": 1, "batch_size": 4, "threads": 1, "length_buckets": 0}}
+    syn = {"enabled": True, "min_chars": 3, "extension_labels": "taggers", "pseudo_label": {"train": train_cfg}}
+    with ScriptedServer() as server:
+        result = augment(config(data, knowledge="llm", output=str(data / "out-syn-taggers"), synthesis=syn,
+                                llm=llm_config(data, server.url, cache=str(data / "cache-syn-taggers"))))
+        assert server.requests == 2 * len(TRAIN) + len(TRAIN)  # entity + pos per sentence, one explanation each
+    synthetic = [s for s in read_jsonl(data / "out-syn-taggers" / "syn_fusion.jsonl") if s.synthetic]
+    assert synthetic and all(s.extensions() for s in synthetic)
+    bare = [Sample(s.tokens, [], s.id) for s in synthetic]
+    tagged, _ = TaggerSource("zh", "lac", "drop").annotate(bare)
+    assert [sorted(s.extensions()) for s in synthetic] == [sorted(t.extensions()) for t in tagged]
+    assert set(result.stats["synthesis"]["extension"]) == {"taggers"}
+    [row] = knowledge_source_table([data / "out-syn-taggers" / "stats.json"]).to_dict("records")
+    assert row["knowledge_source"] == f"llm:{MODEL} + synthesis (extension labels: taggers)"
+
+
 def test_pack_refuses_an_unfinished_run_and_writes_portable_paths(data, tmp_path):
     with pytest.raises(InputError, match="has not finished"):
         pack(data, data / "packed")

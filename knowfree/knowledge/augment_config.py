@@ -48,6 +48,11 @@ class Synthesis(Strict):
     max_tokens: Pos = Field(512, description="longest explanation answer (tokens)")
     type_names: dict = Field({}, description="label -> the type name the explanation prompt shows for it")
     pseudo_label: PseudoLabel = Field(PseudoLabel(), description="the model that labels the synthetic sentences")
+    # with LLM knowledge the synthetic sentences' own extension labels are about 85 % of a run's
+    # requests (Weibo K=250); the offline taggers label them in seconds
+    extension_labels: Literal["same", "taggers"] = Field(
+        "same", description="extension labels of the synthetic sentences: same (from the knowledge source "
+                            "of the training sentences) or taggers (the offline taggers, no LLM requests)")
 
     _empty = field_validator("pseudo_label", mode="before")(null_means(dict))
 

@@ -80,8 +80,12 @@ def knowledge_code_hash() -> str:
 
 def augment_config_hash(cfg: dict) -> str:
     """Hash of what can change an augment run's output: not where it goes, and not a key added
-    later while it holds its neutral value (k_shot: null), so older runs keep their names."""
-    return hash_json({k: v for k, v in cfg.items() if k != "output" and not (k == "k_shot" and v is None)})
+    later while it holds its neutral value (k_shot: null, synthesis.extension_labels: same), so
+    older runs keep their names."""
+    kept = {k: v for k, v in cfg.items() if k != "output" and not (k == "k_shot" and v is None)}
+    if kept.get("synthesis", {}).get("extension_labels") == "same":
+        kept["synthesis"] = {k: v for k, v in kept["synthesis"].items() if k != "extension_labels"}
+    return hash_json(kept)
 
 
 def default_output(cfg: dict, setting_name: str) -> Path:

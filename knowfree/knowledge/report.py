@@ -28,9 +28,6 @@ def span_stats(samples: Sequence[Sample]) -> dict:
             "sentences_without_extensions": sum(1 for x in samples if not x.extensions())}
 
 
-
-
-
 def source_name(stats: dict, synthesis: bool | None = None) -> str:
     """A row label for a run's knowledge, e.g. 'taggers:lac + llm:qwen2.5-coder-1.5b'; ends in
     ' + synthesis' when the run made synthetic sentences (or as ``synthesis`` says, for a
@@ -42,7 +39,10 @@ def source_name(stats: dict, synthesis: bool | None = None) -> str:
     if "llm" in stats["sources"]:
         parts.append(f"llm:{src['llm']['model']}")
     if bool(stats.get("synthesis")) if synthesis is None else synthesis:
-        parts.append("synthesis")
+        own = (stats.get("synthesis") or {}).get("extension") or {}
+        # synthesis.extension_labels: taggers (the synthetic sentences' labels not from the LLM)
+        parts.append("synthesis (extension labels: taggers)" if "llm" in stats["sources"] and set(own) == {"taggers"}
+                     else "synthesis")
     return " + ".join(parts)
 
 

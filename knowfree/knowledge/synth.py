@@ -317,7 +317,13 @@ def synthesise(cfg: dict, setting: AugmentSetting, knowledge: KnowledgeSources, 
     timings["generate"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    synthetic, ext_stats = knowledge.annotate(synthetic, progress)
+    if syn["extension_labels"] == "taggers":
+        from knowfree.knowledge.sources import TaggerSource
+        tagger = knowledge.tagger or TaggerSource(setting.lang, cfg["tagger"], cfg["unknown_entities"])
+        synthetic, tagged = tagger.annotate(synthetic)
+        ext_stats = {"taggers": {**tagged, "seconds": round(time.perf_counter() - t0, 3)}}
+    else:
+        synthetic, ext_stats = knowledge.annotate(synthetic, progress)
     timings["extension_labels"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
