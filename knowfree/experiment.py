@@ -24,6 +24,7 @@ from knowfree.data.sample import Sample
 from knowfree.provenance import hash_json, hash_samples
 from knowfree import results
 from knowfree.results import data_hashes
+from knowfree.workers import train_in_workers
 
 # Ablation rows: training data, head, whether extension labels are trained.
 #   syn_fusion: gold + extension labels + pseudo-labelled synthetic sentences (the full method)
@@ -421,12 +422,6 @@ def scores_row(metrics: Mapping[str, Any]) -> dict:
     return row
 
 
-def _trained_in_child(config: dict, folder: str) -> dict:
-    """One run of a parallel grid, in a spawned process (``grid`` with ``jobs`` > 1)."""
-    from knowfree.train import train
-    return train(config, run_dir=Path(folder), progress=False)
-
-
 def _complete(folder: Path) -> bool:
     return (folder / "metrics.json").is_file()
 
@@ -442,51 +437,6 @@ def _as_grid_trains(config: dict, work_dir: Path, label: str, jobs: int, ready=_
     config = json.loads(json.dumps(config))
     config["train"]["threads"] = max(1, (config["train"].get("threads") or 1) // jobs)
     return config, _run_folder(config, work_dir, label)
-
-
-def _train_in_workers(todo: dict[Path, tuple[dict, bool]], jobs: int, progress: bool,
-                      backend: str = "process") -> dict[Path, dict]:
-    """Train the runs ``folder -> (config, keep weights)`` in ``jobs`` spawned processes, or as
-    Ray tasks of one CPU each (``backend`` 'ray'); their metrics by folder. Weights not kept are
-    deleted once the metrics are written."""
-    if backend == "ray":
-        out = _train_on_ray(todo, jobs, progress)
-    else:
-        from concurrent.futures import ProcessPoolExecutor
-        import multiprocessing
-
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {}
-            for folder, (config, _) in todo.items():
-                futures[folder] = pool.submit(_trained_in_child, config, str(folder))
-                if progress:
-                    print(f"training {folder.name} in a worker process", file=sys.stderr, flush=True)
-            out = {folder: future.result() for folder, future in futures.items()}
-    for folder, (_, keep) in todo.items():
-        if not keep:
-            (folder / "model.safetensors").unlink(missing_ok=True)  # grids keep only scores
-    return out
-
-
-def _train_on_ray(todo: dict[Path, tuple[dict, bool]], jobs: int, progress: bool) -> dict[Path, dict]:
-    """Each run one Ray task asking for one CPU: on a local instance with ``jobs`` CPUs, or on
-    the cluster $RAY_ADDRESS names (whose nodes need this checkout and the work folder at the
-    same paths). The task is the worker function of the process backend, so the runs are the same."""
-    import os
-
-    import ray
-
-    from knowfree.sweep import start_ray
-
-    start_ray(os.environ.get("RAY_ADDRESS") or None, jobs, cpus=1, gpus=0)
-    try:
-        task = ray.remote(num_cpus=1)(_trained_in_child)
-        refs = {folder: task.remote(config, str(folder)) for folder, (config, _) in todo.items()}
-        if progress:
-            print(f"training {len(refs)} runs as Ray tasks", file=sys.stderr, flush=True)
-        return {folder: ray.get(ref) for folder, ref in refs.items()}
-    finally:
-        ray.shutdown()
 
 
 def train_many(jobs_list: list[tuple[dict, str]], work_dir: Path, jobs: int = 1,
@@ -510,7 +460,7 @@ def train_many(jobs_list: list[tuple[dict, str]], work_dir: Path, jobs: int = 1,
         else:  # in this process: a run to train one after another, or a complete one to reuse
             out[i] = train_run(config, work_dir, label, keep_weights=False, progress=progress and jobs == 1)
     if todo:
-        trained = _train_in_workers(todo, jobs, progress, backend)
+        trained = train_in_workers(todo, jobs, progress, backend)
         for i, folder in where.items():
             out[i] = trained[folder]
     return out
@@ -596,5 +546,5 @@ def train_ahead(notebooks: list[tuple[str, Mapping[str, Any]]], work_dir: Path, 
             wanted.setdefault(folder, (config, False))
     todo = {folder: job for folder, job in wanted.items() if not _complete(folder)}
     if todo:
-        _train_in_workers(todo, max(1, jobs), progress)
+        train_in_workers(todo, max(1, jobs), progress)
     return list(todo)

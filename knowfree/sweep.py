@@ -38,10 +38,8 @@ import csv
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +51,7 @@ from knowfree import yamlio
 from knowfree.config import Strict, config_error, null_means
 from knowfree.errors import ConfigError, int_at_least, nonnegative_seconds, path_given
 from knowfree.provenance import REPO_ROOT, atomic_write_text, guard_outputs, own_outputs_env
+from knowfree.workers import sigterm_as_exit
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -310,52 +309,45 @@ def execute(base: Path, runs: list[Run], out: Path, jobs: int, deadline: float |
     # `kill PID` (SIGTERM) must stop the trainings too: without a handler Python dies without
     # running the `finally` below, and the orphans go on writing into run folders that a
     # restarted sweep would then train a second time, side by side
-    previous = signal.signal(signal.SIGTERM, _terminated) \
-        if threading.current_thread() is threading.main_thread() else None
-    try:
-        while pending or active:
-            late = deadline is not None and time.time() - t0 > deadline
-            while pending and len(active) < jobs and not late:
-                r = pending.pop(0)
-                (out / r.name).mkdir(exist_ok=True)
-                logf = open(out / r.name / "train.log", "a", encoding="utf-8")
-                cmd = _train_command(base, r, out)
-                active[r.name] = (subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
-                                                   cwd=REPO_ROOT, env=env), logf)
-                log(f"[{time.time() - t0:6.0f}s] start {r.name}")
-            for name, (proc, logf) in list(active.items()):
-                code = proc.poll()
-                if code is None and late:
-                    proc.terminate()
-                    try:
-                        code = proc.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        code = proc.wait()
-                    status[name] = "unfinished"
-                elif code is not None:
-                    status[name] = "done" if code == 0 else f"failed (exit {code})"
-                if code is not None:
-                    logf.close()
-                    del active[name]
-                    log(f"[{time.time() - t0:6.0f}s] {status[name]}: {name}")
-            if late:
-                for r in pending:
-                    status[r.name] = "not started"
-                pending = []
-            time.sleep(1.0)
-    finally:
-        for proc, logf in active.values():
-            proc.kill()
-            proc.wait()
-            logf.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    with sigterm_as_exit():
+        try:
+            while pending or active:
+                late = deadline is not None and time.time() - t0 > deadline
+                while pending and len(active) < jobs and not late:
+                    r = pending.pop(0)
+                    (out / r.name).mkdir(exist_ok=True)
+                    logf = open(out / r.name / "train.log", "a", encoding="utf-8")
+                    cmd = _train_command(base, r, out)
+                    active[r.name] = (subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
+                                                       cwd=REPO_ROOT, env=env), logf)
+                    log(f"[{time.time() - t0:6.0f}s] start {r.name}")
+                for name, (proc, logf) in list(active.items()):
+                    code = proc.poll()
+                    if code is None and late:
+                        proc.terminate()
+                        try:
+                            code = proc.wait(timeout=30)
+                        except subprocess.TimeoutExpired:
+                            proc.kill()
+                            code = proc.wait()
+                        status[name] = "unfinished"
+                    elif code is not None:
+                        status[name] = "done" if code == 0 else f"failed (exit {code})"
+                    if code is not None:
+                        logf.close()
+                        del active[name]
+                        log(f"[{time.time() - t0:6.0f}s] {status[name]}: {name}")
+                if late:
+                    for r in pending:
+                        status[r.name] = "not started"
+                    pending = []
+                time.sleep(1.0)
+        finally:
+            for proc, logf in active.values():
+                proc.kill()
+                proc.wait()
+                logf.close()
     return [_row(r, out / r.name, status.get(r.name, "not started")) for r in runs]
-
-
-def _terminated(signum, frame):
-    raise SystemExit(128 + signum)
 
 
 class RayUnavailable(ConfigError):

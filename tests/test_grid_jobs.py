@@ -74,3 +74,47 @@ def test_a_grid_on_ray_trains_the_runs_the_process_backend_trains(tmp_path):
     assert sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "ray" / "train").iterdir()) == \
         sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "proc" / "train").iterdir())
     assert not list((tmp_path / "ray" / "train").glob("*/model.safetensors"))
+
+
+def test_a_terminated_grid_stops_its_workers(tmp_path):
+    """`kill PID` of a process training a grid (a notebook kernel, `reproduce`): its worker
+    processes end with it instead of writing on into run folders the next call would train again."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "grid.py"
+    script.write_text(f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from pathlib import Path
+from test_train import toy_samples, toy_config, FILLER, PEOPLE, PLACES
+from knowfree.data.formats import write
+from knowfree.encoder import build_tiny_encoder
+from knowfree import experiment
+
+if __name__ == "__main__":  # the workers are spawned: they import this file again
+    root = Path({str(tmp_path)!r})
+    encoder = build_tiny_encoder(root / "encoder", [FILLER + "".join(PEOPLE + PLACES)])
+    for split, seed in (("train", 0), ("dev", 1), ("test", 2)):
+        write(toy_samples(16, seed, split), root / f"{{split}}.jsonl", "jsonl")
+    configs = [(toy_config((root, encoder), epochs=400, seed=s), f"long-{{s}}") for s in (0, 1)]
+    experiment.train_many(configs, root / "work", jobs=2, progress=False)
+""", encoding="utf-8")
+    parent = subprocess.Popen([sys.executable, str(script)])
+    workers = []
+    for _ in range(1200):  # until both workers train (each writes its epochs.csv)
+        if len(list((tmp_path / "work").glob("train/*/epochs.csv"))) == 2:
+            workers = subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()
+            break
+        time.sleep(0.1)
+    assert len(workers) >= 2, "the two workers never started"
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(timeout=60) == 128 + signal.SIGTERM
+    for _ in range(100):
+        alive = [pid for pid in workers if subprocess.run(["ps", "-p", pid], capture_output=True).returncode == 0]
+        if not alive:
+            break
+        time.sleep(0.1)
+    assert not alive, f"worker processes {alive} outlived their parent"
