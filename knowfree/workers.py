@@ -32,22 +32,28 @@ def train_in_workers(todo: dict[Path, tuple[dict, bool]], jobs: int, progress: b
         out = _train_on_ray(todo, jobs, progress)
     else:
         import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
+        # ProcessPoolExecutor, not multiprocessing.Pool: a worker killed from outside (out of
+        # memory) fails its run here, where Pool would wait for it forever
+        pool = ProcessPoolExecutor(max_workers=min(jobs, len(todo)),
+                                   mp_context=multiprocessing.get_context("spawn"))
         with sigterm_as_exit():  # a SystemExit here terminates the workers below
-            pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(todo)))
             try:
                 pending = {}
                 for folder, (config, _) in todo.items():
-                    pending[folder] = pool.apply_async(_trained_in_child, (config, str(folder)))
+                    pending[folder] = pool.submit(_trained_in_child, config, str(folder))
                     if progress:
                         print(f"training {folder.name} in a worker process", file=sys.stderr, flush=True)
-                out = {folder: result.get() for folder, result in pending.items()}
-                pool.close()
+                out = {folder: future.result() for folder, future in pending.items()}
             except BaseException:
-                pool.terminate()
+                # Python 3.11's executor has no way to stop a running task: end its processes
+                # (terminate_workers() arrives in 3.14)
+                for process in list(getattr(pool, "_processes", {}).values()):
+                    process.terminate()
                 raise
             finally:
-                pool.join()
+                pool.shutdown(wait=True, cancel_futures=True)
     for folder, (_, keep) in todo.items():
         if not keep:
             (folder / "model.safetensors").unlink(missing_ok=True)  # grids keep only scores

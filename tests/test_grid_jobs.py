@@ -4,6 +4,8 @@ scores exactly what the same configs score one after another, and a run that alr
 import json
 from pathlib import Path
 
+import pytest
+
 from knowfree import experiment, reproduce
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_ablations.ipynb"
@@ -58,8 +60,6 @@ def test_tagger_epochs_lengthen_the_tagger_runs_only(tmp_path):
 def test_a_grid_on_ray_trains_the_runs_the_process_backend_trains(tmp_path):
     """`grid_backend: ray`: each run one Ray task of a local instance the grid starts, with the
     worker function of the process backend, so the same folders and scores."""
-    import pytest
-
     from knowfree.sweep import RayUnavailable
 
     P = {**_defaults(), "ks": [20], "seeds": [1], "variants": ["plain", "tagger"], "knowledge": "none",
@@ -76,9 +76,11 @@ def test_a_grid_on_ray_trains_the_runs_the_process_backend_trains(tmp_path):
     assert not list((tmp_path / "ray" / "train").glob("*/model.safetensors"))
 
 
-def test_a_terminated_grid_stops_its_workers(tmp_path):
+@pytest.mark.parametrize("victim", ["parent", "worker"])
+def test_a_terminated_grid_stops_its_workers(tmp_path, victim):
     """`kill PID` of a process training a grid (a notebook kernel, `reproduce`): its worker
-    processes end with it instead of writing on into run folders the next call would train again."""
+    processes end with it instead of writing on into run folders the next call would train
+    again. A worker killed from outside (out of memory) fails the grid instead of hanging it."""
     import signal
     import subprocess
     import sys
@@ -110,8 +112,14 @@ if __name__ == "__main__":  # the workers are spawned: they import this file aga
             break
         time.sleep(0.1)
     assert len(workers) >= 2, "the two workers never started"
-    parent.send_signal(signal.SIGTERM)
-    assert parent.wait(timeout=60) == 128 + signal.SIGTERM
+    if victim == "worker":
+        trainer = next(pid for pid in workers  # a worker, not multiprocessing's resource tracker
+                       if "resource_tracker" not in open(f"/proc/{pid}/cmdline").read())
+        subprocess.run(["kill", "-9", trainer])
+        assert parent.wait(timeout=120) == 1  # BrokenProcessPool: the grid fails, it does not wait
+    else:
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=60) == 128 + signal.SIGTERM
     for _ in range(100):
         alive = [pid for pid in workers if subprocess.run(["ps", "-p", pid], capture_output=True).returncode == 0]
         if not alive:
