@@ -55,8 +55,10 @@ ASIDE = {("weibo", 250): ("results/augment/weibo-k250-s42-llm-syn/stats.json",
 # rows with no committed 3-seed table yet, and why
 NOT_RUN = {
     ("weibo", 1000): "no LLM response cache for Weibo K=1000 yet (hours of the local 1.5B LLM on 2 cores)",
-    ("youku", 250): "the Youku K=250 LLM cache is incomplete (1,143 answers committed); resume with "
-                    "python -m knowfree augment configs/augment_youku_k250_llm_syn.yaml --set llm.servers=1",
+    ("youku", 250): "the Youku K=250 LLM cache is incomplete (2,076 answers committed: labels and "
+                    "explanations of the training sentences, entity labels of 1,328 explanation "
+                    "sentences; their POS labels are missing); resume with python -m knowfree augment "
+                    "configs/augment_youku_k250_llm_syn.yaml --set llm.servers=1",
     ("youku", 1000): "no LLM response cache for Youku K=1000 yet",
 }
 ROWS = [("weibo", 50), ("weibo", 250), ("weibo", 1000), ("youku", 250), ("youku", 1000)]
