@@ -16,9 +16,10 @@ A parameter file is YAML with three top-level keys::
 Every key is declared once, as a field of the pydantic model ``Parameters`` (type, range,
 choices, meaning; ``KEYS`` summarises each field), and every notebook lists the keys its
 ``parameters`` cell defines in ``NOTEBOOKS``; validation runs that model over the keys a notebook
-or the ``shared`` section may set, and writes pydantic's findings in the file's terms. The notebooks' own defaults are the smoke setting,
-so a file only states what differs; keys it leaves out keep the notebook's default. A test keeps
-each notebook's ``parameters`` cell and this table in step.
+or the ``shared`` section may set, and writes pydantic's findings in the file's terms. The
+notebooks' own defaults are the smoke setting, so a file only states what differs; keys it leaves
+out keep the notebook's default. A test keeps each notebook's ``parameters`` cell and this table
+in step.
 
 Validation happens before anything runs and reports every problem at once, each with the file,
 the dotted key, the expected type and what was found.
@@ -53,8 +54,8 @@ PositiveInts = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
 
 def _key(help: str, *, hashed: bool = True, **constraints):
     """One parameter: its meaning and range. The default None means "not given here": the
-    notebooks' parameters cells hold the defaults. ``hashed=False`` for keys that only say where
-    output goes: the same setting written to another folder must keep its params hash."""
+    notebooks' parameters cells hold the defaults. ``hashed=False`` for keys that cannot change a
+    result (where output goes, how runs are scheduled): the same setting must keep its params hash."""
     return Field(None, description=help, json_schema_extra=None if hashed else {"hashed": False}, **constraints)
 
 
@@ -211,15 +212,11 @@ class ParamsError(ConfigError):
         super().__init__(f"invalid parameters in {source}:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-class _Strict(BaseModel):
-    model_config = Parameters.model_config
-
-
 @functools.lru_cache(maxsize=None)
 def _model(keys: frozenset) -> type[BaseModel]:
     """The part of Parameters one notebook (or the shared section) may set."""
     fields = Parameters.model_fields
-    return create_model("NotebookParameters", __base__=_Strict,
+    return create_model("NotebookParameters", __config__=Parameters.model_config,
                         **{k: (fields[k].annotation, fields[k]) for k in sorted(keys)})
 
 
