@@ -82,11 +82,16 @@ def joined() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def leave() -> None:
+def leave(synchronise: bool = False) -> None:
     """Destroy the process group. A process that exits with it alive leaves gloo's worker
     threads to the interpreter's teardown, which aborts it now and then (SIGABRT, 'terminate
-    called without an active exception'; seen in CI)."""
+    called without an active exception'; seen in CI). ``synchronise`` (the success path only:
+    a failed peer would never arrive) waits for every rank first, so that no rank tears down
+    its connections while another still has a collective or its final writes in flight, the
+    other way that abort was seen (one rank destroying while rank 0 still saved)."""
     if joined():
+        if synchronise:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -296,12 +296,15 @@ def train(config: dict, run_dir: str | Path | None = None, progress: bool = True
         torch.set_num_threads(config["train"]["threads"])
     # a process group this call joins, it leaves; one the caller set up stays the caller's
     owned = not distributed.joined()
+    finished = False
     try:
-        return _train(config, run_dir, progress, stop_after, inputs)
+        metrics = _train(config, run_dir, progress, stop_after, inputs)
+        finished = True
+        return metrics
     finally:
         torch.set_num_threads(before)
         if owned:
-            distributed.leave()
+            distributed.leave(synchronise=finished)
 
 
 def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs) -> dict:
