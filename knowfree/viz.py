@@ -164,6 +164,15 @@ def knowledge_card(sample: Sample, synthetic: Sequence[Sample] = (),
             "box-sizing:border-box;line-height:normal'>" + "".join(parts) + "</div>")
 
 
+# ipywidgets' HTML widget puts its value in a flex item (.widget-html-content) that grows to
+# the width of its content, so a card's own max-width:100% scroll box never engaged and the
+# VBox clipped the sentence at the right edge (seen in Chromium: scripts/browser_check.py). The
+# rule pins that item to the widget's width; scoped to the inspector by its class.
+INSPECTOR_STYLE = ("<style>.kf-inspector .widget-html, .kf-inspector .widget-html-content"
+                   "{min-width:0;max-width:100%;width:100%;overflow:hidden;box-sizing:border-box;"
+                   "margin-left:0;margin-right:0}</style>")
+
+
 def inspector(records: Sequence[Mapping]):
     """A live browser over ``knowledge_card`` records (keys: sample, synthetic, answers).
 
@@ -187,13 +196,15 @@ def inspector(records: Sequence[Mapping]):
     def show(_=None):
         pool = [r for r in records if r.get("synthetic")] if only_syn.value else list(records)
         pick.max = len(pool) - 1
-        view.value = knowledge_card(**pool[min(pick.value, len(pool) - 1)])
+        view.value = INSPECTOR_STYLE + knowledge_card(**pool[min(pick.value, len(pool) - 1)])
 
     pick.observe(show, names="value")
     only_syn.observe(show, names="value")
     show()
     controls = widgets.HBox([pick, only_syn] if has_syn else [pick], layout=widgets.Layout(flex_flow="row wrap", **fit))
-    return widgets.VBox([controls, view], layout=widgets.Layout(overflow="hidden", **fit))
+    box = widgets.VBox([controls, view], layout=widgets.Layout(overflow="hidden", **fit))
+    box.add_class("kf-inspector")
+    return box
 
 
 # ---------------------------------------------------------------------------- plots

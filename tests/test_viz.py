@@ -111,6 +111,12 @@ def test_inspector_keeps_a_long_sentence_inside_its_own_scroll_box():
     controls, view = box.children
     assert box.layout.overflow == "hidden" and box.layout.width == box.layout.max_width == "100%"
     assert view.layout.width == view.layout.max_width == "100%" and view.layout.min_width == "0"
+    # ipywidgets' .widget-html-content grows to its content unless pinned: without this rule
+    # Chromium showed the card cut 532 px short and unscrollable (scripts/browser_check.py)
+    assert "kf-inspector" in box._dom_classes
+    rule = re.search(r"<style>\.kf-inspector \.widget-html, \.kf-inspector \.widget-html-content"
+                     r"\{([^}]*)\}</style>", view.value)
+    assert rule and {"min-width:0", "max-width:100%", "width:100%", "overflow:hidden"} <= set(rule[1].split(";"))
     html = view.value
     tables = re.findall(r'<div style="([^"]*)"><table style="([^"]*)"', html)
     assert tables and all("overflow-x:auto" in d and "max-width:100%" in d and "line-height:normal" in t
