@@ -244,6 +244,13 @@ OTHER_PRODUCERS = {
                                         "--out results/sweeps/knowledge_weibo_k250_m3e --jobs 2 (2 CPU cores)",
     "tables/knowledge_weibo_k50_m3e.": "python scripts/knowledge_table.py --k 50 (after the sweep it names)",
     "tables/main.": "python scripts/main_table.py (after the knowledge tables it names)",
+    "sweeps/taglabels_weibo_k50_m3e/": "the steps in the header of configs/sweeps/taglabels_weibo_k50_m3e.yaml "
+                                       "(2 CPU cores)",
+    "tables/taglabels_weibo_k50_m3e.": "python scripts/taglabels_table.py (after the sweep it names)",
+    "sweeps/knowledge_youku_k250_m3e/": "the steps in the header of configs/sweeps/knowledge_youku_k250_m3e.yaml "
+                                        "(2 CPU cores)",
+    "tables/knowledge_youku_k250_m3e.": "python scripts/knowledge_table.py --dataset youku (after the sweep it names)",
+    "figures/knowledge_": "python scripts/knowledge_table.py --dataset D --k K (the cell its name gives)",
     "sweeps/knowledge_weibo_k50_m3e/": "python -m knowfree sweep configs/sweeps/knowledge_weibo_k50_m3e.yaml "
                                        "--out results/sweeps/knowledge_weibo_k50_m3e --jobs 2 (2 CPU cores)",
 }

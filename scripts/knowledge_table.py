@@ -1,9 +1,11 @@
-"""What each kind of knowledge adds on the Chinese encoder: results/tables/knowledge_weibo_k{K}_m3e.md.
+"""What each kind of knowledge adds on the Chinese encoder: results/tables/knowledge_{dataset}_k{K}_m3e.md.
 
 K=250 (the default): joins the gold-only m3e-k250 runs of configs/sweeps/backbones_weibo.yaml (the
 baseline) with the runs of configs/sweeps/knowledge_weibo_k250_m3e.yaml (the same recipe on the
 knowledge-augmented training sets). K=50 (`--k 50`, the few-shot cell): configs/sweeps/
-knowledge_weibo_k50_m3e.yaml holds its own gold group. Before anything is averaged it checks that every knowledge run has the recipe of
+knowledge_weibo_k50_m3e.yaml holds its own gold group, as does the Youku cell (`--dataset youku`,
+configs/sweeps/knowledge_youku_k250_m3e.yaml). Before anything is averaged it checks that every
+knowledge run has the recipe of
 the gold run with the same seed, key for key, except the keys a variant is allowed to change
 (its training file, epochs, evaluation and checkpoint cadence, the warm start), and the same dev
 and test data; a mismatch is an error that names the run and the key.
@@ -15,8 +17,9 @@ down before any of its test scores was seen). Nothing here chooses anything on t
     python -m knowfree sweep configs/sweeps/knowledge_weibo_k250_m3e.yaml \\
         --out results/sweeps/knowledge_weibo_k250_m3e --jobs 2
     python scripts/knowledge_table.py            # and --k 50 after knowledge_weibo_k50_m3e.yaml
+    python scripts/knowledge_table.py --dataset youku   # after knowledge_youku_k250_m3e.yaml
 
-Also draws results/figures/knowledge_weibo_k{K}_m3e.png: dev F1 of every run against the
+Also draws results/figures/knowledge_{dataset}_k{K}_m3e.png: dev F1 of every run against the
 training sentences it has seen.
 """
 from __future__ import annotations
@@ -42,17 +45,23 @@ from knowfree.provenance import atomic_write_text, git_commit, sha256_file  # no
 # per K: where the gold runs are (summary, group), the knowledge sweep, what differs from gold
 # besides the training file, and the lowest dev F1 the figure shows (early epochs sit near 0)
 SETTINGS = {
-    250: {"gold": ("results/sweeps/backbones_weibo/summary.csv", "m3e-k250"),
+    ("weibo", 250): {"gold": ("results/sweeps/backbones_weibo/summary.csv", "m3e-k250"),
           "sweep": "results/sweeps/knowledge_weibo_k250_m3e/summary.csv",
           "differs": "its training file and, for the explanation sets, 6 epochs of about 297 steps in "
                      "place of 60 of 32",
-          "ymin": 40, "variants": None},
-    50: {"gold": ("results/sweeps/knowledge_weibo_k50_m3e/summary.csv", "gold"),
+          "ymin": 40, "variants": ("taggers", "llm", "llm-syn", "llm-syn-warm", "syn-only-m3e", "llm-syn-m3e",
+                                   "llm-syn-m3e-warm")},
+    ("weibo", 50): {"gold": ("results/sweeps/knowledge_weibo_k50_m3e/summary.csv", "gold"),
          "sweep": "results/sweeps/knowledge_weibo_k50_m3e/summary.csv",
          "differs": "its training file (100 epochs of 7 steps; the explanation sets 20 epochs of about 60) "
                     "and, for syn-only-m3e, model.use_extensions",
          "ymin": 0, "variants": ("taggers", "llm", "syn-only-m3e", "llm-syn-m3e", "llm-syn-m3e-warm")},
+    ("youku", 250): {"gold": ("results/sweeps/knowledge_youku_k250_m3e/summary.csv", "gold"),
+                     "sweep": "results/sweeps/knowledge_youku_k250_m3e/summary.csv",
+                     "differs": "its training file and, for the explanation sets, 6 epochs in place of 60",
+                     "ymin": 40, "variants": ("taggers", "llm", "llm-syn-m3e-warm-taglabels")},
 }
+NAMES = {"weibo": "Weibo", "youku": "Youku"}
 # (group, what its training set adds), in the order of the paper's ablation
 VARIANTS = [
     ("taggers", "+ extension labels from the offline taggers (LAC)"),
@@ -62,10 +71,13 @@ VARIANTS = [
     ("syn-only-m3e", "+ explanation sentences labelled by the llm run, no extension labels (from the pretrained encoder)"),
     ("llm-syn-m3e", "+ LLM labels + explanation sentences labelled by the llm run (from the pretrained encoder)"),
     ("llm-syn-m3e-warm", "+ LLM labels + explanation sentences labelled by the llm run, continued from it"),
+    ("llm-syn-m3e-warm-taglabels", "+ LLM labels + explanation sentences labelled by the llm run (their "
+     "extension labels from LAC), continued from it"),
 ]
 # comparisons besides "against gold" (a, b: a - b): what the warm start adds over its source and
 # over the cold start, and what extension labels add on top of the explanation sentences
-PAIRS = [("llm-syn-m3e-warm", "llm"), ("llm-syn-m3e-warm", "llm-syn-m3e"), ("llm-syn-m3e", "syn-only-m3e")]
+PAIRS = [("llm-syn-m3e-warm", "llm"), ("llm-syn-m3e-warm", "llm-syn-m3e"), ("llm-syn-m3e", "syn-only-m3e"),
+         ("llm-syn-m3e-warm-taglabels", "llm")]
 
 
 def last_quarter(run: dict) -> tuple[float, float, float]:
@@ -144,7 +156,7 @@ def dev_curve(run: dict) -> list[tuple[int, float]]:
     return [(int(r["epoch"]) * n, 100 * float(r["dev_f1"])) for r in rows]
 
 
-def figure(cells: list, path: Path, k: int = 250, ymin: float = 40) -> None:
+def figure(cells: list, path: Path, k: int = 250, ymin: float = 40, dataset: str = "weibo") -> None:
     """Dev F1 against training sentences seen, one colour per variant, one line per seed."""
     import matplotlib
     matplotlib.use("Agg")
@@ -159,7 +171,7 @@ def figure(cells: list, path: Path, k: int = 250, ymin: float = 40) -> None:
     ax.set_ylabel("dev F1 (%)")
     ax.set_ylim(bottom=ymin)
     ax.legend(fontsize="small", loc="lower right")
-    ax.set_title(f"Weibo K={k}, m3e-small: dev F1 during training (one line per seed)")
+    ax.set_title(f"{NAMES[dataset]} K={k}, m3e-small: dev F1 during training (one line per seed)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.png")
@@ -170,15 +182,21 @@ def figure(cells: list, path: Path, k: int = 250, ymin: float = 40) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--k", type=int, choices=sorted(SETTINGS), default=250,
+    ap.add_argument("--dataset", choices=sorted({d for d, _ in SETTINGS}), default="weibo",
+                    help="the dataset of the cell (default weibo)")
+    ap.add_argument("--k", type=int, choices=sorted({k for _, k in SETTINGS}), default=250,
                     help="training sentences of the cell (default 250)")
     ap.add_argument("--out", type=Path, help="table path without suffix (default "
                     "results/tables/knowledge_weibo_k{K}_m3e)")
     ap.add_argument("--figure", type=Path, help="default results/figures/knowledge_weibo_k{K}_m3e.png")
     args = ap.parse_args(argv)
-    setting = SETTINGS[args.k]
-    args.out = args.out or ROOT / "results" / "tables" / f"knowledge_weibo_k{args.k}_m3e"
-    args.figure = args.figure or ROOT / "results" / "figures" / f"knowledge_weibo_k{args.k}_m3e.png"
+    if (args.dataset, args.k) not in SETTINGS:
+        ap.error(f"--dataset {args.dataset} --k {args.k}: no such cell; the cells are "
+                 + ", ".join(f"--dataset {d} --k {k}" for d, k in sorted(SETTINGS)))
+    setting = SETTINGS[(args.dataset, args.k)]
+    stem = f"knowledge_{args.dataset}_k{args.k}_m3e"
+    args.out = args.out or ROOT / "results" / "tables" / stem
+    args.figure = args.figure or ROOT / "results" / "figures" / f"{stem}.png"
     (gold_file, gold_group), sweep_file = setting["gold"], setting["sweep"]
 
     if not (ROOT / gold_file).is_file():
@@ -198,7 +216,7 @@ def main(argv=None) -> int:
 
     cells = [("gold", f"the {args.k} gold sentences alone", gold)]
     for group, what in VARIANTS:
-        if setting["variants"] is not None and group not in setting["variants"]:
+        if group not in setting["variants"]:
             continue
         cells.append((group, what, sorted((r for r in sweep if r["group"] == group), key=lambda r: int(r["seed"]))))
 
@@ -209,10 +227,11 @@ def main(argv=None) -> int:
                 "test_diff_vs_gold", "test_diff_ci95", "best_epochs", "epochs_run", "train_s_per_epoch",
                 "device", "encoder", "knowledge", "llm", "git_commit", "config_hashes", "data_hashes", "source"])
     inputs = sorted({gold_file} | ({sweep_file} if sweep else set()))
-    lines = [f"# What each kind of knowledge adds (Weibo NER, {args.k} gold sentences, m3e-small, KnowFREE head)", "",
+    lines = [f"# What each kind of knowledge adds ({NAMES[args.dataset]} NER, {args.k} gold sentences, m3e-small, KnowFREE head)", "",
              "F1 in percent of the dev-selected epoch, mean ± sample std over training seeds 0, 1, 2; the "
              "difference of the means to gold with a 95 % Welch interval. Every run has the gold recipe key "
              f"for key (checked) except {setting['differs']}. Produced by `python scripts/knowledge_table.py"
+             f"{'' if args.dataset == 'weibo' else f' --dataset {args.dataset}'}"
              f"{'' if args.k == 250 else f' --k {args.k}'}` at "
              f"{git_commit()}; inputs "
              + ", ".join(f"`{p}` (sha256 {sha256_file(ROOT / p)[:16]})" for p in inputs) + ".", "",
@@ -281,7 +300,7 @@ def main(argv=None) -> int:
     if others:
         lines += ["", "Other differences of means (95 % Welch intervals): " + "; ".join(others) + "."]
     lines += ["", f"Learning curves: `{args.figure.relative_to(ROOT) if args.figure.is_relative_to(ROOT) else args.figure}`."]
-    figure([c for c in cells if c[2]], args.figure, args.k, setting["ymin"])
+    figure([c for c in cells if c[2]], args.figure, args.k, setting["ymin"], args.dataset)
     atomic_write_text(args.out.with_name(args.out.name + ".csv"), table.getvalue())
     atomic_write_text(args.out.with_name(args.out.name + ".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
