@@ -42,7 +42,7 @@ from speed_quality_table import welch  # noqa: E402
 from knowfree.config import HASH_NEUTRAL  # noqa: E402
 from knowfree.provenance import atomic_write_text, git_commit, sha256_file  # noqa: E402
 
-# per K: where the gold runs are (summary, group), the knowledge sweep, what differs from gold
+# per cell (dataset, K): where the gold runs are (summary, group), the knowledge sweep, what differs from gold
 # besides the training file, and the lowest dev F1 the figure shows (early epochs sit near 0)
 SETTINGS = {
     ("weibo", 250): {"gold": ("results/sweeps/backbones_weibo/summary.csv", "m3e-k250"),
@@ -187,8 +187,8 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, choices=sorted({k for _, k in SETTINGS}), default=250,
                     help="training sentences of the cell (default 250)")
     ap.add_argument("--out", type=Path, help="table path without suffix (default "
-                    "results/tables/knowledge_weibo_k{K}_m3e)")
-    ap.add_argument("--figure", type=Path, help="default results/figures/knowledge_weibo_k{K}_m3e.png")
+                    "results/tables/knowledge_{dataset}_k{K}_m3e)")
+    ap.add_argument("--figure", type=Path, help="default results/figures/knowledge_{dataset}_k{K}_m3e.png")
     args = ap.parse_args(argv)
     if (args.dataset, args.k) not in SETTINGS:
         ap.error(f"--dataset {args.dataset} --k {args.k}: no such cell; the cells are "

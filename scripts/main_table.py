@@ -50,8 +50,9 @@ SOURCES = {
     ("youku", 250): ("results/tables/knowledge_youku_k250_m3e.csv",
                      {"plain": "gold", "ext_taggers": "taggers", "ext_llm": "llm", "syn_only": None,
                       "full_cold": None, "full_warm": "llm-syn-m3e-warm-taglabels"},
-                     "a group for it in configs/sweeps/knowledge_youku_k250_m3e.yaml (not written yet), then "
-                     "python scripts/knowledge_table.py --dataset youku"),
+                     "build its sets (configs/augment_youku_k250_llm_syn_m3e_taglabels.yaml, one per seed), "
+                     "uncomment its group in configs/sweeps/knowledge_youku_k250_m3e.yaml and rerun that sweep, "
+                     "then python scripts/knowledge_table.py --dataset youku"),
 }
 # variants of a knowledge table outside the columns (their explanation sentences were labelled by
 # another model), reported under the table
