@@ -273,6 +273,16 @@ def _bar_name(name: str, width: int = 24) -> str:
     return name if len(name) <= width else f"{name[:width - 10]}…{name[-9:]}"
 
 
+def _on_one_line(bar) -> None:
+    """In a notebook tqdm draws an HBox of description, bar and counts, and the browser shrinks
+    the description first: beside a long postfix (best epoch, dev F1, loss) it wrapped onto a
+    second line. Description and counts keep their own width; the bar takes what is left
+    (scripts/browser_check.py measures it). A console bar has no box and is left alone."""
+    box = getattr(bar, "container", None)
+    for text in (box.children[0], box.children[-1]) if box is not None else ():
+        text.layout.flex = "0 0 auto"
+
+
 def _default_run_dir(config: dict) -> Path:
     d = config["data"]
     name = "-".join(x for x in (d["dataset"], d["train_file"] and Path(d["train_file"]).stem) if x)
@@ -418,6 +428,7 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
         torch.manual_seed(t["seed"] + 7919 * world.rank)
     if progress and epochs and world.main:
         bar = tqdm(total=t["epochs"], initial=start_epoch - 1, desc=_bar_name(run.path.name), unit="epoch")
+        _on_one_line(bar)
     for epoch in epochs:
         t0 = time.time()
         model.train()
@@ -426,6 +437,7 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
         steps = batches
         if bar is not None:
             steps = tqdm(batches, desc=f"epoch {epoch}", leave=False, unit="batch")
+            _on_one_line(steps)
         for idx in steps:
             mine = world.shard(idx)
             batch = move_batch(model.collate([train_samples[i] for i in mine]), device) if mine else None

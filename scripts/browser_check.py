@@ -10,8 +10,9 @@ script drives the system Chromium). A missing one is an error that says so, neve
 The notebooks are copied into the output folder first, so JupyterLab's autosave never rewrites
 the tracked files; each copy runs with its own defaults (the parameters cell) in a live kernel,
 exactly as "Run All" does for a user. Checked per notebook: every code cell ran, no error
-output, no page error or console error in the browser, plots and progress bars rendered, no
-output wider than the output area. In notebook 02 also the inspector: the widget fits the output
+output, no page error or console error in the browser, plots rendered, notebook 03's training
+bar rendered, at least MIN_BAR_PX wide and its description on one line, no output wider than
+the output area. In notebook 02 also the inspector: the widget fits the output
 area, its slider is in view, a slider step re-renders the card. Screenshots and report.json go
 to the output folder; exit status 1 when a check fails.
 """
@@ -56,7 +57,15 @@ SURVEY = f"""() => {{ const w = {CURRENT}; const errors = [];
   }}
   return {{ cells: w.content.widgets.filter(c => c.model.type === 'code').length, errors, wide,
     images: node.querySelectorAll('.jp-OutputArea-output img').length,
-    progress: node.querySelectorAll('.widget-progress, progress').length,
+    // tqdm.notebook: an HBox of the description (HTML), the bar (ipywidgets 8: .widget-hprogress)
+    // and the counts (HTML); a description that wraps takes the bar's width and the row's height
+    bars: Array.from(node.querySelectorAll('.widget-hprogress')).map(bar => {{
+      const row = bar.closest('.widget-hbox'), desc = row && row.querySelector('.widget-html-content');
+      const line = desc ? parseFloat(getComputedStyle(desc).lineHeight) || 0 : 0;
+      return {{ bar_px: Math.round(bar.getBoundingClientRect().width),
+        row_px: row ? Math.round(row.getBoundingClientRect().width) : 0,
+        desc_lines: desc && line ? Math.round(desc.getBoundingClientRect().height / line) : 0,
+        text: row ? row.innerText.replace(/\s+/g, ' ').trim().slice(0, 120) : '' }}; }}),
     han: (node.innerText.match(/[\\u4e00-\\u9fff]/g) || []).length }}; }}"""
 INSPECTOR = f"""() => {{ const w = {CURRENT};
   const slider = w.content.node.querySelector('.widget-slider');
@@ -81,6 +90,11 @@ INSPECTOR = f"""() => {{ const w = {CURRENT};
     text: html ? html.innerText.slice(0, 200) : '' }}; }}"""
 
 
+# notebooks whose run shows a training progress bar (tqdm), and the narrowest bar that still reads
+# as one: a long description squeezes it (ipywidgets lays the row out as one flex box)
+BARS = ("03_training",)
+MIN_BAR_PX = 120
+
 # --weibo: long microblog posts (up to ~170 characters) with LLM knowledge from the committed
 # Weibo K=250 cache, replayed; synthesis off (its labelling run would train first)
 WEIBO = {"dataset": "weibo", "k": 250, "max_len": 0, "knowledge": "llm", "llm_replay": True,
@@ -100,7 +114,10 @@ def start_lab(root: Path, port: int, token: str) -> subprocess.Popen:
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # containers: JupyterLab refuses root otherwise
         cmd.append("--allow-root")
     log = open(root.parent / "jupyterlab.log", "w")
-    lab = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    # the kernels import knowfree from this tree, not from wherever the package was installed
+    # from (an editable install of another checkout would be checked instead)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    lab = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -154,6 +171,11 @@ def check_notebook(page, base: str, token: str, name: str, out: Path, timeout_s:
             page.locator(".widget-slider").first.scroll_into_view_if_needed()
             page.locator(".widget-slider").first.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]") \
                 .screenshot(path=str(out / f"{name}.inspector.png"))
+    if name in BARS and report["bars"]:
+        row = page.locator(".widget-hprogress").first.locator(
+            "xpath=ancestor::div[contains(@class,'widget-hbox')][1]")
+        row.scroll_into_view_if_needed()
+        row.screenshot(path=str(out / f"{name}.bar.png"))
     page.screenshot(path=str(out / f"{name}.png"))
     # console noise JupyterLab itself makes with no network (extension manager, news): kept in
     # the report, not counted
@@ -180,6 +202,13 @@ def check_notebook(page, base: str, token: str, name: str, out: Path, timeout_s:
                 problems.append("inspector did not re-render on a slider step")
     if name.startswith("03") and report["images"] == 0:
         problems.append("no plot rendered")
+    if name in BARS and not report["bars"]:
+        problems.append("no progress bar rendered")
+    for bar in report["bars"]:
+        if bar["bar_px"] < MIN_BAR_PX:
+            problems.append(f"progress bar squeezed to {bar['bar_px']} px: {bar['text']}")
+        if bar["desc_lines"] > 1:
+            problems.append(f"progress bar description wraps onto {bar['desc_lines']} lines: {bar['text']}")
     report["problems"] = problems
     return report
 
