@@ -47,8 +47,8 @@ from knowfree.provenance import atomic_write_text, git_commit, sha256_file  # no
 SETTINGS = {
     ("weibo", 250): {"gold": ("results/sweeps/backbones_weibo/summary.csv", "m3e-k250"),
           "sweep": "results/sweeps/knowledge_weibo_k250_m3e/summary.csv",
-          "differs": "its training file and, for the explanation sets, 6 epochs of about 297 steps in "
-                     "place of 60 of 32",
+          "differs": "its training file, for the explanation sets 6 epochs of about 297 steps in "
+                     "place of 60 of 32, and, for syn-only-m3e, model.use_extensions",
           "ymin": 40, "variants": ("taggers", "llm", "llm-syn", "llm-syn-warm", "syn-only-m3e", "llm-syn-m3e",
                                    "llm-syn-m3e-warm")},
     ("weibo", 50): {"gold": ("results/sweeps/knowledge_weibo_k50_m3e/summary.csv", "gold"),
@@ -58,8 +58,10 @@ SETTINGS = {
          "ymin": 0, "variants": ("taggers", "llm", "syn-only-m3e", "llm-syn-m3e", "llm-syn-m3e-warm")},
     ("youku", 250): {"gold": ("results/sweeps/knowledge_youku_k250_m3e/summary.csv", "gold"),
                      "sweep": "results/sweeps/knowledge_youku_k250_m3e/summary.csv",
-                     "differs": "its training file and, for the explanation sets, 6 epochs in place of 60",
-                     "ymin": 40, "variants": ("taggers", "llm", "llm-syn-m3e-warm-taglabels")},
+                     "differs": "its training file, for the explanation sets 6 epochs in place of 60, and, "
+                                "for syn-only-m3e-taglabels, model.use_extensions",
+                     "ymin": 40, "variants": ("taggers", "llm", "syn-only-m3e-taglabels", "llm-syn-m3e-taglabels",
+                                              "llm-syn-m3e-warm-taglabels")},
 }
 NAMES = {"weibo": "Weibo", "youku": "Youku"}
 # (group, what its training set adds), in the order of the paper's ablation
@@ -71,13 +73,18 @@ VARIANTS = [
     ("syn-only-m3e", "+ explanation sentences labelled by the llm run, no extension labels (from the pretrained encoder)"),
     ("llm-syn-m3e", "+ LLM labels + explanation sentences labelled by the llm run (from the pretrained encoder)"),
     ("llm-syn-m3e-warm", "+ LLM labels + explanation sentences labelled by the llm run, continued from it"),
+    ("syn-only-m3e-taglabels", "+ explanation sentences labelled by the llm run, no extension labels "
+     "(from the pretrained encoder)"),
+    ("llm-syn-m3e-taglabels", "+ LLM labels + explanation sentences labelled by the llm run (their "
+     "extension labels from LAC; from the pretrained encoder)"),
     ("llm-syn-m3e-warm-taglabels", "+ LLM labels + explanation sentences labelled by the llm run (their "
      "extension labels from LAC), continued from it"),
 ]
 # comparisons besides "against gold" (a, b: a - b): what the warm start adds over its source and
 # over the cold start, and what extension labels add on top of the explanation sentences
 PAIRS = [("llm-syn-m3e-warm", "llm"), ("llm-syn-m3e-warm", "llm-syn-m3e"), ("llm-syn-m3e", "syn-only-m3e"),
-         ("llm-syn-m3e-warm-taglabels", "llm")]
+         ("llm-syn-m3e-warm-taglabels", "llm"), ("llm-syn-m3e-warm-taglabels", "llm-syn-m3e-taglabels"),
+         ("llm-syn-m3e-taglabels", "syn-only-m3e-taglabels")]
 
 
 def last_quarter(run: dict) -> tuple[float, float, float]:

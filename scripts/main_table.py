@@ -42,17 +42,18 @@ SOURCES = {
                     "results/sweeps/knowledge_weibo_k50_m3e --jobs 2 --only {group}, then "
                     "python scripts/knowledge_table.py --k 50"),
     ("weibo", 250): ("results/tables/knowledge_weibo_k250_m3e.csv",
-                     {"plain": "gold", "ext_taggers": "taggers", "ext_llm": "llm", "syn_only": None,
-                      "full_cold": None, "full_warm": "llm-syn-m3e-warm"},
-                     "a group for it in configs/sweeps/knowledge_weibo_k250_m3e.yaml (not written yet: the "
-                     "explanation sets of results/augment/weibo-k250-s42-llm-syn-m3e-s*), then "
+                     {"plain": "gold", "ext_taggers": "taggers", "ext_llm": "llm", "syn_only": "syn-only-m3e",
+                      "full_cold": "llm-syn-m3e", "full_warm": "llm-syn-m3e-warm"},
+                     "python -m knowfree sweep configs/sweeps/knowledge_weibo_k250_m3e.yaml --out "
+                     "results/sweeps/knowledge_weibo_k250_m3e --jobs 2 --only {group}, then "
                      "python scripts/knowledge_table.py"),
     ("youku", 250): ("results/tables/knowledge_youku_k250_m3e.csv",
-                     {"plain": "gold", "ext_taggers": "taggers", "ext_llm": "llm", "syn_only": None,
-                      "full_cold": None, "full_warm": "llm-syn-m3e-warm-taglabels"},
-                     "build its sets (configs/augment_youku_k250_llm_syn_m3e_taglabels.yaml, one per seed), "
-                     "uncomment its group in configs/sweeps/knowledge_youku_k250_m3e.yaml and rerun that sweep, "
-                     "then python scripts/knowledge_table.py --dataset youku"),
+                     {"plain": "gold", "ext_taggers": "taggers", "ext_llm": "llm",
+                      "syn_only": "syn-only-m3e-taglabels", "full_cold": "llm-syn-m3e-taglabels",
+                      "full_warm": "llm-syn-m3e-warm-taglabels"},
+                     "python -m knowfree sweep configs/sweeps/knowledge_youku_k250_m3e.yaml --out "
+                     "results/sweeps/knowledge_youku_k250_m3e --jobs 2 --only {group}, then "
+                     "python scripts/knowledge_table.py --dataset youku"),
 }
 # variants of a knowledge table outside the columns (their explanation sentences were labelled by
 # another model), reported under the table
