@@ -459,6 +459,7 @@ def run(args) -> int:
         raise ConfigError(f"{sweep_file}: {e}") from None
     for r in runs:
         r.overrides += args.set
+    every_run = runs
     if args.only:
         unknown = set(args.only) - {r.group for r in runs}
         if unknown:
@@ -488,12 +489,18 @@ def run(args) -> int:
                            args.cpus_per_run, args.gpus_per_run)
     else:
         rows = execute(base, runs, out, args.jobs, args.deadline)
-    path = write_summary(out, rows)
+    # the summary always has a row for every run of the sweep file: with --only, the other
+    # groups' rows come from their folders as they are (a summary of the selected groups alone
+    # dropped the rows of finished runs it did not touch)
+    ran = {row["run"]: row for row in rows}
+    every = [ran.get(r.name) or collect([r], out)[0] for r in every_run]
+    path = write_summary(out, every)
     if args.table:
-        write_table(Path(args.table), table(rows), sweep_file, args.set)
+        write_table(Path(args.table), table(every), sweep_file, args.set)
     counts = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
-    print(f"{path}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    print(f"{path}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+          + (f" of the groups {' '.join(args.only)}; {len(every)} rows in all" if args.only else ""))
     return 0 if all(r["status"] == "done" for r in rows) else 1
 

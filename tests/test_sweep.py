@@ -99,6 +99,25 @@ def test_collect_applies_a_provenance_file_to_every_row(toy, tmp_path):  # noqa:
     assert rows[0]["git_commit"] == "abc" and rows[0]["status"] == "done"
 
 
+def test_only_some_groups_keeps_every_row_of_the_summary(toy, tmp_path):  # noqa: F811
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(toy_config(toy, epochs=1)), encoding="utf-8")
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
+        "base": str(tmp_path / "base.yaml"),
+        "groups": [{"name": "a", "grid": {"train.seed": [0]}}, {"name": "b", "grid": {"train.seed": [0]}},
+                   {"name": "c", "grid": {"train.seed": [0]}}]}), encoding="utf-8")
+    out = tmp_path / "out"
+    args = ["sweep", str(tmp_path / "sweep.yaml"), "--out", str(out), "--only"]
+    assert call(args + ["a"]) == 0
+    first = list(csv.DictReader((out / "summary.csv").open()))
+    assert [(r["run"], r["status"]) for r in first] == [("a-seed=0", "done"), ("b-seed=0", "not started"),
+                                                        ("c-seed=0", "not started")]
+    assert call(args + ["b"]) == 0  # run b alone: a's finished row stays, as it was
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [(r["run"], r["status"]) for r in rows] == [("a-seed=0", "done"), ("b-seed=0", "done"),
+                                                       ("c-seed=0", "not started")]
+    assert rows[0] == first[0]
+
+
 @pytest.mark.parametrize("path", sorted((REPO_ROOT / "configs" / "sweeps").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_shipped_sweeps_give_valid_trainer_configs(path):
