@@ -18,7 +18,6 @@ from typing import Iterable, Sequence
 
 import torch
 from safetensors import safe_open
-from tqdm.auto import tqdm
 
 from knowfree.data import formats
 from knowfree.data.sample import LANGS, Sample, Span
@@ -32,6 +31,7 @@ from knowfree.config import PREDICT_BATCH_SIZE, ModelConfig
 from knowfree.model import build_model, move_batch
 from knowfree.provenance import (atomic_write_text, decode_utf8, guard_outputs, read_json_file,
                                  read_utf8)
+from knowfree.progress import progress_bar
 
 
 Decoded = tuple[int, int, str, float]  # start, end (exclusive, tokens), label, probability
@@ -212,7 +212,7 @@ def predict_spans(model, samples: Sequence[Sample], batch_size: int = BATCH_SIZE
         decoded: list[list[list[Decoded]]] = [[[] for _ in rs] for rs in ranges]
         batches = [order[j:j + batch_size] for j in range(0, len(order), batch_size)]
         if progress:
-            batches = tqdm(batches, desc="predict", leave=False)
+            batches = progress_bar(batches, desc="predict", leave=False)
         for idx in batches:
             chunk = [pieces[j][2] for j in idx]
             batch = move_batch(model.collate(chunk), device)

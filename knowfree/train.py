@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from knowfree.progress import bar_name, progress_bar
 
 from knowfree.checkpoints import (TRAINED_FILES, RUN_FILES, RunDir, init_from_run, save_encoder_files, weight_tensors,
                                   write_epochs_csv, write_weights)
@@ -267,22 +267,6 @@ def _evaluate(model, samples: list[Sample], batch_size: int, device, precision: 
     return evaluate(samples, pred).as_dict()  # extension spans in gold are not scored
 
 
-def _bar_name(name: str, width: int = 24) -> str:
-    """The run's name for its progress bar, cut in the middle to ``width`` characters: the whole
-    name (dataset, K, head, seed, hash) wrapped in a notebook and squeezed the bar."""
-    return name if len(name) <= width else f"{name[:width - 10]}…{name[-9:]}"
-
-
-def _on_one_line(bar) -> None:
-    """In a notebook tqdm draws an HBox of description, bar and counts, and the browser shrinks
-    the description first: beside a long postfix (best epoch, dev F1, loss) it wrapped onto a
-    second line. Description and counts keep their own width; the bar takes what is left
-    (scripts/browser_check.py measures it). A console bar has no box and is left alone."""
-    box = getattr(bar, "container", None)
-    for text in (box.children[0], box.children[-1]) if box is not None else ():
-        text.layout.flex = "0 0 auto"
-
-
 def _default_run_dir(config: dict) -> Path:
     d = config["data"]
     name = "-".join(x for x in (d["dataset"], d["train_file"] and Path(d["train_file"]).stem) if x)
@@ -427,8 +411,7 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
     if world.rank:  # dropout masks of their own; rank 0 keeps the one-process stream
         torch.manual_seed(t["seed"] + 7919 * world.rank)
     if progress and epochs and world.main:
-        bar = tqdm(total=t["epochs"], initial=start_epoch - 1, desc=_bar_name(run.path.name), unit="epoch")
-        _on_one_line(bar)
+        bar = progress_bar(total=t["epochs"], initial=start_epoch - 1, desc=bar_name(run.path.name), unit="epoch")
     for epoch in epochs:
         t0 = time.time()
         model.train()
@@ -436,8 +419,7 @@ def _train(config: dict, run_dir, progress: bool, stop_after: int | None, inputs
         loss_sum = 0.0
         steps = batches
         if bar is not None:
-            steps = tqdm(batches, desc=f"epoch {epoch}", leave=False, unit="batch")
-            _on_one_line(steps)
+            steps = progress_bar(batches, desc=f"epoch {epoch}", leave=False, unit="batch")
         for idx in steps:
             mine = world.shard(idx)
             batch = move_batch(model.collate([train_samples[i] for i in mine]), device) if mine else None

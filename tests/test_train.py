@@ -462,12 +462,14 @@ def test_notebook_bar_keeps_its_description_on_one_line():
     from tqdm import tqdm as console_tqdm
     from tqdm.notebook import tqdm as notebook_tqdm
 
-    bar = notebook_tqdm(total=3, desc=train_mod._bar_name("msra-k200-s42-knowfree-s1-0123abcd"), display=False)
-    train_mod._on_one_line(bar)
+    from knowfree.progress import bar_name, on_one_line
+
+    bar = notebook_tqdm(total=3, desc=bar_name("msra-k200-s42-knowfree-s1-0123abcd"), display=False)
+    on_one_line(bar)
     left, middle, right = bar.container.children
     assert (left.layout.flex, right.layout.flex) == ("0 0 auto", "0 0 auto")
     assert middle.layout.flex != "0 0 auto"
     bar.close()
     plain = console_tqdm(total=3, disable=True)
-    train_mod._on_one_line(plain)  # no container: nothing to do, no error
+    on_one_line(plain)  # no container: nothing to do, no error
     plain.close()
