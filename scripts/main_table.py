@@ -34,26 +34,26 @@ COLUMNS = [
     ("full_cold", "full: LLM labels + explanation sentences, from the pretrained encoder"),
     ("full_warm", "full, continued from the LLM-labels model (the paper's workflow)"),
 ]
+
+
+def _knowledge_cell(sweep: str, columns: dict, table_args: str = "") -> tuple[str, dict, str]:
+    """A cell's knowledge table (written by scripts/knowledge_table.py from ``sweep``), the
+    variant of it in each column, and the command that runs a missing variant (``{group}``)."""
+    return (f"results/tables/{sweep}.csv", columns,
+            f"python -m knowfree sweep configs/sweeps/{sweep}.yaml --out results/sweeps/{sweep} --jobs 2 "
+            f"--only {{group}}, then python scripts/knowledge_table.py{table_args}")
+
+
+WEIBO_VARIANTS = {"plain": "gold", "ext_taggers": "taggers", "ext_llm": "llm", "syn_only": "syn-only-m3e",
+                  "full_cold": "llm-syn-m3e", "full_warm": "llm-syn-m3e-warm"}
 SOURCES = {
-    ("weibo", 50): ("results/tables/knowledge_weibo_k50_m3e.csv",
-                    {"plain": "gold", "ext_taggers": "taggers", "ext_llm": "llm", "syn_only": "syn-only-m3e",
-                     "full_cold": "llm-syn-m3e", "full_warm": "llm-syn-m3e-warm"},
-                    "python -m knowfree sweep configs/sweeps/knowledge_weibo_k50_m3e.yaml --out "
-                    "results/sweeps/knowledge_weibo_k50_m3e --jobs 2 --only {group}, then "
-                    "python scripts/knowledge_table.py --k 50"),
-    ("weibo", 250): ("results/tables/knowledge_weibo_k250_m3e.csv",
-                     {"plain": "gold", "ext_taggers": "taggers", "ext_llm": "llm", "syn_only": "syn-only-m3e",
-                      "full_cold": "llm-syn-m3e", "full_warm": "llm-syn-m3e-warm"},
-                     "python -m knowfree sweep configs/sweeps/knowledge_weibo_k250_m3e.yaml --out "
-                     "results/sweeps/knowledge_weibo_k250_m3e --jobs 2 --only {group}, then "
-                     "python scripts/knowledge_table.py"),
-    ("youku", 250): ("results/tables/knowledge_youku_k250_m3e.csv",
-                     {"plain": "gold", "ext_taggers": "taggers", "ext_llm": "llm",
-                      "syn_only": "syn-only-m3e-taglabels", "full_cold": "llm-syn-m3e-taglabels",
-                      "full_warm": "llm-syn-m3e-warm-taglabels"},
-                     "python -m knowfree sweep configs/sweeps/knowledge_youku_k250_m3e.yaml --out "
-                     "results/sweeps/knowledge_youku_k250_m3e --jobs 2 --only {group}, then "
-                     "python scripts/knowledge_table.py --dataset youku"),
+    ("weibo", 50): _knowledge_cell("knowledge_weibo_k50_m3e", WEIBO_VARIANTS, " --k 50"),
+    ("weibo", 250): _knowledge_cell("knowledge_weibo_k250_m3e", WEIBO_VARIANTS),
+    # Youku's explanation sentences take their extension labels from LAC ("-taglabels")
+    ("youku", 250): _knowledge_cell("knowledge_youku_k250_m3e",
+                                    {"plain": "gold", "ext_taggers": "taggers", "ext_llm": "llm",
+                                     "syn_only": "syn-only-m3e-taglabels", "full_cold": "llm-syn-m3e-taglabels",
+                                     "full_warm": "llm-syn-m3e-warm-taglabels"}, " --dataset youku"),
 }
 # variants of a knowledge table outside the columns (their explanation sentences were labelled by
 # another model), reported under the table
