@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from knowfree.progress import bar_name, progress_bar
 
 from knowfree.checkpoints import (TRAINED_FILES, RUN_FILES, RunDir, init_from_run, save_encoder_files, weight_tensors,
                                   write_epochs_csv, write_weights)
@@ -56,6 +55,7 @@ from knowfree.config import config_hash, load_config, validate_config
 from knowfree.predict import (frozen_reference, load_weights, predict_spans, split_long)
 from knowfree.provenance import (REPO_ROOT, atomic_write_json, git_commit, guard_outputs,
                                  hash_samples, sha256_file)
+from knowfree.progress import bar_name, progress_bar
 
 
 # --------------------------------------------------------------------------------------------
