@@ -17,7 +17,7 @@ from knowfree.knowledge.cache import CacheMissError
 from knowfree.knowledge.llm import PreflightError
 from knowfree.knowledge.augment_config import validate_augment_config
 from knowfree.knowledge.pack import pack, portable_paths
-from knowfree.knowledge.pipeline import augment
+from knowfree.knowledge.pipeline import ask_llm, augment, augment_config_hash
 from knowfree.knowledge.report import knowledge_source_table
 from knowfree.provenance import REPO_ROOT, cache_root
 from knowfree.knowledge.prompts import load_template
@@ -444,3 +444,55 @@ def test_cli_and_knowledge_source_table(data, capsys):
     assert knowfree_main(["augment", "table", str(data / "out" / "stats.json"), "--out", str(data / "t")]) == 0
     assert (data / "t.csv").is_file() and "| taggers:lac |" in (data / "t.md").read_text()
     assert knowfree_main(["augment", str(data / "a.yaml"), "--set", "knowledge=llm"]) == 1
+
+
+# --- filling a cache first (--llm-only), reusing a nested setting's cache ----------------------
+
+
+def test_llm_only_asks_everything_a_build_needs_and_writes_no_set(data, tiny_encoder):
+    """`augment CONFIG --llm-only` fills the cache (label extension and explanations) without a
+    pseudo-label model; the build afterwards replays it with 0 requests."""
+    syn = {"enabled": True, "min_chars": 3, "extension_labels": "taggers",
+           "pseudo_label": {"run_dir": str(data / "not-trained-yet")}}
+    with ScriptedServer() as server:
+        cfg = config(data, knowledge="llm", synthesis=syn, llm=llm_config(data, server.url))
+        report = ask_llm(cfg)
+        assert server.requests == 3 * len(TRAIN)  # entity + pos + one explanation per sentence
+    assert report["entries"] == 3 * len(TRAIN) and report["failed_requests"] == 0
+    assert not (data / "out").exists()
+    train_cfg = {"model": {"encoder": tiny_encoder, **TINY_MODEL},
+                 "train": {"epochs": 1, "batch_size": 4, "threads": 1, "length_buckets": 0}}
+    built = augment(config(data, knowledge="llm", llm=llm_config(data, None, mode="replay"),
+                           synthesis={**syn, "pseudo_label": {"train": train_cfg}}))
+    assert built.stats["llm_usage"]["http_requests"] == 0 and built.syn_fusion
+
+
+def test_a_nested_settings_cache_is_reused_read_only(data):
+    """The larger setting asks only for its new sentences; the reused folder is not written;
+    without it, replay lists exactly the reused answers as missing."""
+    write(samples(TRAIN[:2], "train"), data / "small.jsonl", "jsonl")
+    small = config(data, train_file=str(data / "small.jsonl"), knowledge="llm",
+                   llm=llm_config(data, None, cache=str(data / "cache-small")))
+    with ScriptedServer() as server:
+        ask_llm({**small, "llm": {**small["llm"], "base_url": server.url}})
+        assert server.requests == 2 * 2
+        before = sorted(p.name for p in (data / "cache-small").iterdir())
+        big = config(data, knowledge="llm", llm=llm_config(data, server.url, cache=str(data / "cache-big"),
+                                                           reuse=[str(data / "cache-small")]))
+        live = augment(big)
+        assert server.requests == 2 * 2 + 2 * (len(TRAIN) - 2)
+    assert sorted(p.name for p in (data / "cache-small").iterdir()) == before
+    assert live.stats["llm_cache"]["reused"] == {str(data / "cache-small"): {"entries": 4, "used": 4}}
+    replay_llm = {**big["llm"], "mode": "replay", "base_url": None}
+    replay = augment({**big, "output": str(data / "out-replay"), "llm": replay_llm})
+    assert replay.fusion == live.fusion and replay.stats["llm_usage"]["http_requests"] == 0
+    with pytest.raises(CacheMissError, match=r"^4 of 8 LLM answers are missing"):
+        ask_llm({**big, "llm": {**replay_llm, "reuse": []}})
+
+
+def test_an_empty_reuse_list_keeps_the_config_hash_of_committed_sets():
+    """llm.reuse came later: a set built before it keeps its recorded config hash."""
+    stats = json.loads((REPO_ROOT / "results/augment/youku-k250-s42-llm-syn-m3e-taglabels-s0/stats.json").read_text())
+    cfg = validate_augment_config(stats["provenance"]["config"])
+    assert cfg["llm"]["reuse"] == [] and augment_config_hash(cfg) == stats["provenance"]["config_hash"]
+    assert augment_config_hash({**cfg, "llm": {**cfg["llm"], "reuse": ["x"]}}) != augment_config_hash(cfg)

@@ -65,6 +65,7 @@ class LLM(Strict):
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable that holds the API key")
     mode: Literal["live", "replay"] = Field("live", description="replay: answer only from the cache (a missing answer is an error)")
     cache: Optional[str] = Field(None, description="response cache folder (resumable; committed caches replay without a server)")
+    reuse: list[str] = Field([], description="other cache folders whose answers are used too, read only (e.g. the committed cache of a smaller nested setting); new answers go to cache")
     temperature: Annotated[Number, Field(ge=0)] = Field(0.0, description="sampling temperature")
     # 1024: a POS answer for a long Weibo post needs ~1000 tokens (the committed caches are
     # keyed with it, so notebooks and configs that keep the default replay them)

@@ -22,6 +22,10 @@ segment whose lock is free (its writer died) and, on close, its own.
 Modes: ``live`` answers what it has and lets the client ask for the rest; ``replay`` never
 writes and makes the client raise :class:`CacheMissError`, listing what is missing, instead of
 opening any connection.
+
+A cache may reuse other folders read only (``llm.reuse``): a K=1000 setting sampled with the
+same seed contains the K=250 one, so its cache serves the K=250 answers from their committed
+folder and stores only the new ones.
 """
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from knowfree import __version__
 from knowfree.errors import InputError, KnowfreeError
@@ -106,7 +111,10 @@ class LoadReport:
 class ResponseCache:
     """Answers keyed by :func:`request_key`; use as a context manager so the segment is sealed."""
 
-    def __init__(self, folder: str | Path, mode: str = "live"):
+    def __init__(self, folder: str | Path, mode: str = "live", reuse: Sequence[str | Path] = ()):
+        """``reuse``: other cache folders whose answers this one serves too, read only (replay
+        mode, their segments verified): the committed cache of a smaller setting nested in this
+        one, so that its answers are not asked again. New answers go to ``folder`` only."""
         if mode not in MODES:
             raise InputError(f"unknown cache mode {mode!r}", fix=f"use one of {', '.join(MODES)}")
         self.folder, self.mode = Path(folder), mode
@@ -124,6 +132,8 @@ class ResponseCache:
                              fix="restore the committed cache or run once in live mode")
         self._verify_segments()
         self._load()
+        self.reused = [ResponseCache(f, "replay") for f in reuse]
+        self.reuse_hits = Counter()  # folder -> answers served from it
 
     # -- reading -------------------------------------------------------------------------
 
@@ -195,10 +205,23 @@ class ResponseCache:
         return len(self._entries)
 
     def __contains__(self, key: str) -> bool:
-        return key in self._entries
+        return self.get(key, count=False) is not None
 
-    def get(self, key: str) -> dict | None:
-        return self._entries.get(key)
+    def get(self, key: str, count: bool = True) -> dict | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            for other in self.reused:
+                entry = other.get(key)
+                if entry is not None:
+                    if count:
+                        self.reuse_hits[str(other.folder)] += 1
+                    break
+        return entry
+
+    def reuse_report(self) -> dict:
+        """For each reused folder: its answers and how many of them this run used."""
+        return {str(o.folder): {"entries": len(o), "used": self.reuse_hits[str(o.folder)]}
+                for o in self.reused}
 
     def entries(self) -> list[dict]:
         return list(self._entries.values())

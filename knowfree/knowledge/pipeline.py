@@ -46,13 +46,13 @@ from typing import Sequence
 from knowfree import __version__
 from knowfree.data.sample import Sample
 from knowfree.data.schema import LabelSchema
-from knowfree.errors import path_given
+from knowfree.errors import ConfigError, path_given
 from knowfree.knowledge.augment_config import load_augment_config, repo_path, validate_augment_config
 from knowfree.knowledge.pack import pack, portable_paths
 from knowfree.knowledge.report import span_stats, write_knowledge_source_table
 from knowfree.knowledge.setting import load_setting
 from knowfree.knowledge.sources import KnowledgeSources
-from knowfree.knowledge.synth import synthesise
+from knowfree.knowledge.synth import explanation_sentences, synthesise
 from knowfree.provenance import (REPO_ROOT, atomic_write_json, atomic_write_text, git_commit, guard_outputs,
                                  hash_json, hash_samples, sha256_file)
 
@@ -80,9 +80,12 @@ def knowledge_code_hash() -> str:
 
 def augment_config_hash(cfg: dict) -> str:
     """Hash of what can change an augment run's output: not where it goes, and not a key added
-    later while it holds its neutral value (k_shot: null, synthesis.extension_labels: same), so
+    later while it holds its neutral value (k_shot: null, synthesis.extension_labels: same,
+    llm.reuse: []), so
     older runs keep their names."""
     kept = {k: v for k, v in cfg.items() if k != "output" and not (k == "k_shot" and v is None)}
+    if not kept.get("llm", {}).get("reuse", True):
+        kept["llm"] = {k: v for k, v in kept["llm"].items() if k != "reuse"}
     if kept.get("synthesis", {}).get("extension_labels") == "same":
         kept["synthesis"] = {k: v for k, v in kept["synthesis"].items() if k != "extension_labels"}
     return hash_json(kept)
@@ -135,6 +138,34 @@ def _guard(cfg: dict, out_dir: Path, inputs) -> None:
                   folders=[("output", out_dir)])
 
 
+def ask_llm(config: dict, progress: bool = False) -> dict:
+    """Ask (and cache) every LLM answer the configured augmentation needs, and build nothing:
+    the label extension of the training sentences, the explanations, and with
+    ``synthesis.extension_labels: same`` the labels of the explanation sentences. Needs no
+    pseudo-label model, so a cache can be filled before (or without) the training hardware;
+    the sets are built later from it. Returns the cache's counts; writes no output folder."""
+    cfg = validate_augment_config(config)
+    if cfg["knowledge"] not in ("llm", "both") and not cfg["synthesis"]["enabled"]:
+        raise ConfigError(f"knowledge {cfg['knowledge']!r} without synthesis asks the LLM nothing "
+                          "(fix: knowledge: llm or both, or synthesis.enabled: true)")
+    t0 = time.perf_counter()
+    setting = load_setting(cfg)
+    knowledge = KnowledgeSources(cfg, setting.lang)
+    try:
+        knowledge.start()
+        _, ext_stats = knowledge.annotate(setting.gold, progress)
+        failed = sum(s.get("failed_requests", 0) for s in ext_stats.values())
+        if cfg["synthesis"]["enabled"]:
+            failed += explanation_sentences(cfg, setting, knowledge, progress)[1]["failed_requests"]
+        cache, usage = knowledge.llm.cache, knowledge.llm.client.usage.to_dict()
+        report = {"cache": str(cache.folder), "entries": len(cache), "reused": cache.reuse_report(),
+                  "failed_requests": failed, "usage": usage,
+                  "seconds": round(time.perf_counter() - t0, 3)}
+    finally:
+        knowledge.close()
+    return report
+
+
 def augment(config: dict, progress: bool = False, inputs=()) -> AugmentResult:
     """Run the configured augmentation (module doc) and write its output folder. ``inputs``:
     further (name, path) pairs no output may overwrite (the CLI's config file)."""
@@ -170,6 +201,7 @@ def augment(config: dict, progress: bool = False, inputs=()) -> AugmentResult:
             timings["synthesis"] = time.perf_counter() - t0
         usage = knowledge.llm.client.usage.to_dict() if knowledge.llm else None
         cache = knowledge.llm.cache.report if knowledge.llm else None
+        reused = knowledge.llm.cache.reuse_report() if knowledge.llm else None
         if cache is not None and cache.changed_segments:
             print(f"warning: LLM cache {knowledge.llm.cache.folder}: {len(cache.changed_segments)} "
                   f"segments differ from its provenance.json ({', '.join(cache.changed_segments[:3])}); "
@@ -202,7 +234,8 @@ def augment(config: dict, progress: bool = False, inputs=()) -> AugmentResult:
         "llm_cache": None if cache is None else {
             "loaded_entries": cache.entries, "segments": cache.segments, "duplicates": cache.duplicates,
             "skipped": cache.skipped(), "changed_segments": cache.changed_segments,
-            "unlisted_segments": cache.unlisted_segments, "summary": cache.summary()},
+            "unlisted_segments": cache.unlisted_segments, "summary": cache.summary(),
+            **({"reused": reused} if reused else {})},
         "seconds": {k: round(v, 3) for k, v in timings.items()},
         "provenance": {
             "git_commit": git_commit(), "knowledge_code_hash": knowledge_code_hash(), "knowfree": __version__,
@@ -242,6 +275,9 @@ def add_arguments(parser) -> None:
                    help="override a config value, e.g. --set k=500 or --set llm.mode=replay")
     p.add_argument("--output", type=path_given, help="output folder (default: the config's output)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--llm-only", action="store_true",
+                   help="only ask (and cache) the LLM answers the config needs; build no set and "
+                        "train no pseudo-label model (fill a cache now, build the sets later)")
     p = sub.add_parser("pack", help="copy a finished run's sets into a folder meant to be committed",
                        description="Copy a finished augment run's training sets (gzip), schemas "
                                    "and stats into a folder meant to be committed.")
@@ -265,6 +301,19 @@ def run(args) -> int:
         print(f"wrote {args.out}.csv / .md ({len(df)} rows)")
         return 0
     cfg = load_augment_config(args.config, args.overrides)
+    if args.llm_only:
+        if args.output:
+            raise ConfigError("--output with --llm-only: --llm-only writes only the LLM cache")
+        rep = ask_llm(cfg, progress=not args.no_progress)
+        reused = "".join(f"; {r['used']} answers from {portable_paths(f)}" for f, r in rep["reused"].items())
+        print(f"LLM cache {portable_paths(rep['cache'])}: {rep['entries']} answers; this run asked "
+              f"{rep['usage']['answered']} and found {rep['usage']['cache_hits']} cached{reused}, "
+              f"in {rep['seconds']:.1f} s")
+        if rep["failed_requests"]:
+            print(f"warning: {rep['failed_requests']} LLM requests failed after retries; rerun the "
+                  "same command to ask for them again", file=sys.stderr)
+            return 3
+        return 0
     if args.output:
         cfg["output"] = args.output
     result = augment(cfg, progress=not args.no_progress, inputs=[("CONFIG", args.config)])

@@ -60,7 +60,7 @@ class LLMSource:
         self.lang, self.unknown_entities, self.kinds = lang, unknown_entities, list(llm["kinds"])
         kinds = set(self.kinds) | ({"explain", "describe"} if cfg["synthesis"]["enabled"] else set())
         self.templates = {k: load_template(k, lang, prompts) for k in sorted(kinds)}
-        self.cache = ResponseCache(repo_path(llm["cache"]), llm["mode"])
+        self.cache = ResponseCache(repo_path(llm["cache"]), llm["mode"], [repo_path(f) for f in llm["reuse"]])
         self.servers: list = []
         model = llm["model"]
         if llm["serve"] is not None:

@@ -283,9 +283,10 @@ def _explain_entities(sample: Sample, norm: Normaliser, names: dict) -> list[tup
     return out
 
 
-def synthesise(cfg: dict, setting: AugmentSetting, knowledge: KnowledgeSources, fusion: list[Sample], out_dir: Path,
-               progress: bool) -> tuple[list[Sample], dict]:
-    """Synthetic samples with extension spans and pseudo-labelled targets."""
+def explanation_sentences(cfg: dict, setting: AugmentSetting, knowledge: KnowledgeSources,
+                          progress: bool) -> tuple[list[Sample], dict]:
+    """The synthetic sentences cut from the LLM's explanations, with their extension spans and
+    no targets yet; every LLM answer synthesis needs is asked (and cached) here."""
     from knowfree.knowledge.llm import Request
 
     syn = cfg["synthesis"]
@@ -325,7 +326,20 @@ def synthesise(cfg: dict, setting: AugmentSetting, knowledge: KnowledgeSources, 
     else:
         synthetic, ext_stats = knowledge.annotate(synthetic, progress)
     timings["extension_labels"] = time.perf_counter() - t0
+    return synthetic, {
+        "requests": len(requests), "by_kind": dict(kinds), "cache_hits": cached, "failed_requests": failed,
+        "sampling": llm.synth_sampling.to_dict(),
+        "split": synthesiser.stats.to_dict(),
+        "extension": ext_stats,
+        "seconds": {k: round(v, 3) for k, v in timings.items()},
+    }
 
+
+def synthesise(cfg: dict, setting: AugmentSetting, knowledge: KnowledgeSources, fusion: list[Sample], out_dir: Path,
+               progress: bool) -> tuple[list[Sample], dict]:
+    """Synthetic samples with extension spans and pseudo-labelled targets."""
+    synthetic, stats = explanation_sentences(cfg, setting, knowledge, progress)
+    syn = cfg["synthesis"]
     t0 = time.perf_counter()
     run_dir, trained = _pseudo_label_run(cfg, setting, out_dir, progress)
     fusion_file = out_dir / "fusion.jsonl"
@@ -334,19 +348,16 @@ def synthesise(cfg: dict, setting: AugmentSetting, knowledge: KnowledgeSources, 
     from knowfree.predict import Predictor
     predictor = Predictor.load(run_dir)
     synthetic = pseudo_label(predictor, synthetic, syn["pseudo_label"]["batch_size"]) if synthetic else []
-    timings["pseudo_label"] = time.perf_counter() - t0
+    seconds = {**stats.pop("seconds"), "pseudo_label": round(time.perf_counter() - t0, 3)}
     pseudo = Counter(t.label for x in synthetic for t in x.targets())
     model_dev = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("dev") or {}
     return synthetic, {
-        "requests": len(requests), "by_kind": dict(kinds), "cache_hits": cached, "failed_requests": failed,
-        "sampling": llm.synth_sampling.to_dict(),
-        "split": synthesiser.stats.to_dict(),
-        "extension": ext_stats,
+        **stats,
         "pseudo_label": {"run_dir": str(run_dir), "trained_here": trained, "run_training": fp,
                          "model_dev": {k: model_dev.get(k) for k in ("f1", "precision", "recall")},
                          "spans": sum(pseudo.values()), "labels": dict(sorted(pseudo.items())),
                          "sentences_with_targets": sum(1 for x in synthetic if x.targets())},
-        "seconds": {k: round(v, 3) for k, v in timings.items()},
+        "seconds": seconds,
     }
 
 
