@@ -26,6 +26,9 @@ from knowfree import results
 from knowfree.results import data_hashes
 from knowfree.workers import train_in_workers
 
+# the training sets that hold explanation sentences
+SYNTHETIC_SETS = ("syn_fusion", "syn_gold")
+
 # Ablation rows: training data, head, whether extension labels are trained.
 #   syn_fusion: gold + extension labels + pseudo-labelled synthetic sentences (the full method)
 #   fusion:     gold + extension labels ("no explanations")
@@ -150,7 +153,14 @@ def label_counts(splits: Mapping[str, list[Sample]], extensions: bool = False) -
 
 
 def llm_used(knowledge: str) -> bool:
+    """Whether the extension labels come (partly) from the LLM."""
     return knowledge in ("llm", "both")
+
+
+def asks_llm(P: Mapping[str, Any]) -> bool:
+    """Whether the LLM is asked anything: for extension labels, or for the explanations that
+    synthesis cuts into sentences whatever the labels' source."""
+    return P["knowledge"] != "none" and (llm_used(P["knowledge"]) or P["synthesis"])
 
 
 def llm_cache_dir(P: Mapping[str, Any], setting: Setting) -> str:
@@ -160,7 +170,7 @@ def llm_cache_dir(P: Mapping[str, Any], setting: Setting) -> str:
 
 def describe_llm(P: Mapping[str, Any]) -> str:
     """The provenance column ``llm``."""
-    if not llm_used(P["knowledge"]):
+    if not asks_llm(P):
         return "none"
     return f"{P['llm']} ({'replayed from cache' if P['llm_replay'] else 'live'})"
 
@@ -177,38 +187,60 @@ class Knowledge:
         return self.result.stats
 
 
-def augment(setting: Setting, P: Mapping[str, Any], work_dir: Path, seed: int,
-            progress: bool = True) -> Knowledge | None:
-    """Run the knowledge pipeline on the setting's K sentences (None when knowledge is 'none').
-
-    ``P``: the notebook's validated parameters. With LLM knowledge, explanation synthesis runs
-    too, and its pseudo-label model is trained on this setting's fusion set with the
-    notebook's encoder and training parameters (``seed``), never on a larger setting;
-    ``synthesis: false`` keeps to label extension."""
-    from knowfree.knowledge import pipeline
-    from knowfree.knowledge.report import source_name
-
-    if P["knowledge"] == "none":
-        return None
+def _label_config(setting: Setting, P: Mapping[str, Any]) -> dict:
+    """The augment config of the label extension alone (the fusion set)."""
     cfg: dict[str, Any] = {
         "train_file": str(setting.file("train")), "dev_file": str(setting.file("dev")),
         "format": "jsonl", "lang": setting.lang, "knowledge": P["knowledge"],
     }
-    if llm_used(P["knowledge"]):
+    if asks_llm(P):
         llm = {"model": P["llm"], "cache": llm_cache_dir(P, setting),
                "mode": "replay" if P["llm_replay"] else "live"}
         if not P["llm_replay"]:
             llm.update({"base_url": P["llm_base_url"]} if P["llm_base_url"]
                        else {"serve": "1.5b", "servers": P["llm_servers"]})
         cfg["llm"] = llm
-        if P["synthesis"]:
-            pseudo = train_config(setting, setting.file("train"), "knowfree", True, seed=seed, P=P)
-            cfg["synthesis"] = {"enabled": True,
-                                "pseudo_label": {"train": {k: pseudo[k] for k in ("model", "train")}}}
-    cfg["output"] = str(Path(work_dir) / "augment" / f"{setting.name}-{P['knowledge']}-{hash_json(cfg)[:8]}")
-    result = pipeline.augment(cfg, progress=progress)
-    sets = {"fusion": (result.output / "fusion.jsonl", result.fusion)}
-    if result.syn_fusion is not None:
+    return cfg
+
+
+def labeller(setting: Setting, fusion_file: Path, P: Mapping[str, Any], seed: int) -> tuple[dict, str]:
+    """The model that pseudo-labels the explanation sentences, as ``(config, label)``: the
+    KnowFREE head trained on this setting's fusion set with ``seed``, which is the grid's
+    fusion_only run of that seed (one run folder, trained once, weights kept)."""
+    return (train_config(setting, fusion_file, "knowfree", True, seed=seed, P=P),
+            run_label(setting, "fusion", "knowfree", seed))
+
+
+def augment(setting: Setting, P: Mapping[str, Any], work_dir: Path, seed: int,
+            progress: bool = True) -> Knowledge | None:
+    """Run the knowledge pipeline on the setting's K sentences (None when knowledge is 'none').
+
+    ``P``: the notebook's validated parameters. First the label extension (the fusion set);
+    with ``synthesis`` then the explanation sentences: the LLM's answers (replayed from the
+    cache or asked live), extension labels from the knowledge source, target spans from the
+    ``labeller`` of ``seed``, trained here unless its run folder is complete already (a
+    model of this setting only, never of a larger one). An augmentation that finished before
+    in the work folder (same config, knowledge code and training file) is read back, not rebuilt."""
+    from knowfree.knowledge import pipeline
+    from knowfree.knowledge.report import source_name
+
+    if P["knowledge"] == "none":
+        return None
+    cfg = _label_config(setting, P)
+    if not llm_used(P["knowledge"]):
+        cfg.pop("llm", None)  # the fusion set asks the LLM nothing: its folder name stays the same
+    name = f"{setting.name}-{P['knowledge']}"
+    cfg["output"] = str(Path(work_dir) / "augment" / f"{name}-{hash_json(cfg)[:8]}")
+    result = pipeline.augment(cfg, progress=progress, reuse=True)
+    fusion_file = result.output / "fusion.jsonl"
+    sets = {"fusion": (fusion_file, result.fusion)}
+    if P["synthesis"]:
+        config, label = labeller(setting, fusion_file, P, seed)
+        train_run(config, work_dir, label, progress=progress)
+        cfg = {**_label_config(setting, P), "synthesis": {
+            "enabled": True, "pseudo_label": {"run_dir": str(_run_folder(config, work_dir, label))}}}
+        cfg["output"] = str(Path(work_dir) / "augment" / f"{name}-syn-{hash_json(cfg)[:8]}")
+        result = pipeline.augment(cfg, progress=progress, reuse=True)
         sets["syn_fusion"] = (result.output / "syn_fusion.jsonl", result.syn_fusion)
         syn_gold = without_extensions(result.syn_fusion)
         formats.write(syn_gold, result.output / "syn_gold.jsonl", "jsonl")
@@ -281,8 +313,7 @@ def training_set(setting: Setting, train_set: str, knowledge: Knowledge | None
 def missing_set_reason(train_set: str, knowledge: str) -> str:
     if knowledge == "none":
         return f"needs knowledge ({train_set} set), but knowledge is 'none'"
-    return (f"needs the {train_set} set, which only LLM knowledge (llm or both) with synthesis "
-            "on synthesises")
+    return f"needs the {train_set} set, which only synthesis (synthesis: true) makes"
 
 
 def init_for(train_set: str, head: str, extensions: bool, knowledge: Knowledge | None,
@@ -301,7 +332,7 @@ def init_for(train_set: str, head: str, extensions: bool, knowledge: Knowledge |
     run_dir = (synthesis.get("pseudo_label") or {}).get("run_dir")
     if not run_dir:
         raise ValueError("syn_init='fusion' needs the pseudo-label model of explanation synthesis, "
-                         "and this augmentation has none (fix: synthesis=True with llm knowledge)")
+                         "and this augmentation has none (fix: synthesis=True)")
     return run_dir
 
 
@@ -312,10 +343,11 @@ TRAINER_PARAMS = ("freeze_embeddings", "freeze_layers", "max_span_length", "epoc
 
 
 def train_config(setting: Setting, train_file: Path, head: str, extensions: bool, *, seed: int,
-                 P: Mapping[str, Any], init_from: str | None = None) -> dict:
+                 P: Mapping[str, Any], init_from: str | None = None, synthetic: bool = False) -> dict:
     """The trainer config of one run (knowfree.config) from notebook parameters;
     ``init_from``: a run folder to start from (``init_for``); a tagger run trains
-    ``tagger_epochs`` epochs where that is set (not 0)."""
+    ``tagger_epochs`` epochs where that is set (not 0); a run on a ``synthetic`` set
+    ``syn_epochs`` (where set), scoring dev every epoch."""
     # the notebook parameters that set trainer keys, translated by knowfree.config.NOTEBOOK_KEYS
     config = notebook_config({k: P[k] for k in TRAINER_PARAMS})
     config["data"] = {"train_file": str(train_file), "dev_file": str(setting.file("dev")),
@@ -324,6 +356,9 @@ def train_config(setting: Setting, train_file: Path, head: str, extensions: bool
     config["train"]["seed"] = seed
     if head == "tagger" and P.get("tagger_epochs"):
         config["train"]["epochs"] = P["tagger_epochs"]
+    if synthetic and P.get("syn_epochs"):
+        # an epoch of a synthetic set is several gold epochs long: scored every epoch
+        config["train"].update(epochs=P["syn_epochs"], eval_every=1)
     config["output"] = {"keep_last": False}
     if init_from is not None:
         config["train"]["init_from"] = str(init_from)
@@ -353,7 +388,8 @@ def single_run(P: Mapping[str, Any], work_dir: Path, progress: bool = True) -> S
     # the tagger baseline has no span grid to put extension labels on
     extensions = train_set != "gold" and head != "tagger"
     config = train_config(setting, train_file, head, extensions, seed=P["seed"], P=P,
-                          init_from=init_for(train_set, head, extensions, know, P))
+                          init_from=init_for(train_set, head, extensions, know, P),
+                          synthetic=train_set in SYNTHETIC_SETS)
     return SingleRun(setting, know, samples, config, run_label(setting, train_set, head, P["seed"]))
 
 
@@ -504,7 +540,8 @@ def plan_grid(datasets: list[str], P: Mapping[str, Any], work_dir: Path, progres
                 path, samples = chosen
                 init = init_for(train_set, head, extensions, know, P)
                 for seed in P["seeds"]:
-                    config = train_config(setting, path, head, extensions, seed=seed, P=P, init_from=init)
+                    config = train_config(setting, path, head, extensions, seed=seed, P=P, init_from=init,
+                                          synthetic=train_set in SYNTHETIC_SETS)
                     planned.append((config, run_label(setting, train_set, head, seed)))
                     rows.append({"dataset": dataset, "k": k, "variant": variant, "seed": seed,
                                  "data_hashes": data_hashes({**hashes, "train": hash_samples(samples)}),
@@ -520,31 +557,73 @@ def plan_grid(datasets: list[str], P: Mapping[str, Any], work_dir: Path, progres
 
 def train_ahead(notebooks: list[tuple[str, Mapping[str, Any]]], work_dir: Path, jobs: int,
                 progress: bool = True) -> list[Path]:
-    """Train now, ``jobs`` at a time in spawned processes, every run that the training notebooks
-    ``(name, parameters)`` (03, 04, 05) will ask for, exactly as each will ask for it, so that
-    each notebook then finds its runs complete and only reads them. Returns the run folders
-    trained.
+    """Train now, ``jobs`` at a time in spawned processes, every run that the notebooks
+    ``(name, parameters)`` (02's pseudo-label model, 03, 04, 05) will ask for, exactly as each
+    will ask for it, so that each notebook then finds its runs complete and only reads them.
+    Returns the run folders trained.
 
     Why: a notebook trains one run at a time, or its own grid side by side; notebook 03's single
     run keeps only about 1.1 of 2 cores busy while notebook 04's runs wait their turn. Trained
     ahead, all of them share the cores from the start. Each run's config (thread count included)
     is the one its notebook plans: notebook 03's as given, with its weights (the notebook predicts
     with them); a grid's as ``train_many`` would train it (``threads // jobs`` of the grid's own
-    ``jobs``, or as given where that run is complete or trained here already), scores only."""
-    wanted: dict[Path, tuple[dict, bool]] = {}  # folder -> (config, keep weights)
-    for name, P in notebooks:
-        if name == "03_training":
-            run = single_run(P, work_dir, progress)
-            wanted.setdefault(_run_folder(run.config, work_dir, run.label), (run.config, True))
-            continue
+    ``jobs``, or as given where that run is complete or trained here already), scores only.
+
+    With synthesis the explanation sets need their ``labeller`` first, so the runs go in two
+    waves: the labellers side by side with every run on a set without explanation sentences,
+    then the runs on the explanation sets."""
+    trained: list[Path] = []
+    for wave in (1, 2):
+        wanted: dict[Path, tuple[dict, bool]] = {}  # folder -> (config, keep weights)
+        for name, P in notebooks:
+            if wave == 1:
+                for config, folder in _labellers(name, P, work_dir, progress):
+                    wanted.setdefault(folder, (config, True))
+                P = {**P, "synthesis": False}
+            if name == "02_llm_augmentation":
+                continue  # its only run is the labeller
+            if name == "03_training":
+                if wave == 1 and P["train_set"] in SYNTHETIC_SETS:
+                    continue
+                run = single_run(P, work_dir, progress)
+                wanted.setdefault(_run_folder(run.config, work_dir, run.label), (run.config, True))
+                continue
+            if wave == 1:
+                P = {**P, "variants": [v for v in P["variants"] if VARIANTS[v][0] not in SYNTHETIC_SETS]}
+                if not P["variants"]:
+                    continue
+            datasets = [P["dataset"]] if "dataset" in P else list(P["datasets"])
+            planned, _, _ = plan_grid(datasets, P, work_dir, progress)
+            for config, label in planned:
+                # a run trained here already counts as complete, as it will be when the grid runs
+                config, folder = _as_grid_trains(config, work_dir, label, P.get("jobs", 1),
+                                                 ready=lambda f: f in wanted or _complete(f))
+                wanted.setdefault(folder, (config, False))
+        todo = {folder: job for folder, job in wanted.items() if not _complete(folder)}
+        if todo:
+            train_in_workers(todo, max(1, jobs), progress)
+        trained += list(todo)
+    return trained
+
+
+def _labellers(name: str, P: Mapping[str, Any], work_dir: Path, progress: bool) -> list[tuple[dict, Path]]:
+    """The pseudo-label models (``labeller``) notebook ``name``'s augmentations will train, as
+    ``(config, run folder)``: one per setting it augments with synthesis on."""
+    if not P.get("synthesis") or P["knowledge"] == "none":
+        return []
+    if name in ("02_llm_augmentation", "03_training"):
+        if P.get("train_set") == "gold":
+            return []  # notebook 03 augments nothing for a gold run
+        settings, seed = [(P["dataset"], P["k"])], P["seed"]
+    else:
+        if {VARIANTS[v][0] for v in P["variants"]} == {"gold"}:
+            return []
         datasets = [P["dataset"]] if "dataset" in P else list(P["datasets"])
-        planned, _, _ = plan_grid(datasets, P, work_dir, progress)
-        for config, label in planned:
-            # a run trained here already counts as complete, as it will be when the grid runs
-            config, folder = _as_grid_trains(config, work_dir, label, P.get("jobs", 1),
-                                             ready=lambda f: f in wanted or _complete(f))
-            wanted.setdefault(folder, (config, False))
-    todo = {folder: job for folder, job in wanted.items() if not _complete(folder)}
-    if todo:
-        train_in_workers(todo, max(1, jobs), progress)
-    return list(todo)
+        settings, seed = [(d, k) for d in datasets for k in P["ks"]], P["seeds"][0]
+    out = []
+    for dataset, k in settings:
+        setting = prepare(dataset, k, P["sample_seed"], work_dir, P["max_len"], P["eval_limit"])
+        know = augment(setting, {**P, "synthesis": False}, work_dir, seed, progress)
+        config, label = labeller(setting, know.sets["fusion"][0], P, seed)
+        out.append((config, _run_folder(config, work_dir, label)))
+    return out

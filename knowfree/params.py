@@ -82,8 +82,8 @@ class Parameters(BaseModel):
     eval_limit: int = _key("score on the first this many dev and test sentences (0: all)", ge=0)
     encoder: str = _key("encoder alias, hub id or folder (knowfree.encoder), or 'tiny': a random "
                         "2-layer encoder for smoke runs")
-    knowledge: Literal[KNOWLEDGE_CHOICES] = _key("where extension labels come from; llm and both also "
-                                                 "synthesise explanations")
+    knowledge: Literal[KNOWLEDGE_CHOICES] = _key("where extension labels come from (explanation sentences "
+                                                 "always come from the LLM: synthesis)")
     llm: str = _key("LLM model name as the response cache records it")
     llm_replay: bool = _key("answer LLM requests only from the response cache (no server); a missing "
                             "answer is an error that lists it")
@@ -93,8 +93,10 @@ class Parameters(BaseModel):
                             "to its share of the cores (on 2 cores, 2 one-thread servers gave 1.56x the "
                             "tokens/s of one: results/benchmarks/llm_servers.md)", ge=1)
     llm_cache: str = _key("response cache folder; '' means data/cache/llm/<dataset>-k<k>-s<sample_seed>")
-    synthesis: bool = _key("with llm or both knowledge, also synthesise explanation sentences "
-                           "(syn_fusion); false: label extension only")
+    synthesis: bool = _key("also synthesise explanation sentences (syn_fusion): the LLM explains each "
+                           "training sentence (replayed from llm_cache with llm_replay), the fusion-set "
+                           "model of the first seed labels the sentences, and they take their extension "
+                           "labels from the knowledge source; false: label extension only")
     syn_init: Literal["pretrained", "fusion"] = _key(
         "what a syn_fusion run starts from: 'pretrained' (the encoder alone) or 'fusion' (the selected "
         "weights of the fusion-set model that pseudo-labelled the synthetic sentences, as in the "
@@ -103,6 +105,9 @@ class Parameters(BaseModel):
     tagger_epochs: int = _key("training epochs of a BIO-tagger run (head tagger); 0: epochs. A tagger "
                               "epoch costs about 0.4 of a span-head epoch, so a grid of both heads side "
                               "by side can give the tagger more epochs at no wall time", ge=0)
+    syn_epochs: int = _key("training epochs of a run on a synthetic set (syn_fusion, syn_gold), which "
+                           "scores dev every epoch; 0: epochs. These sets are several times the gold "
+                           "set, so their epochs are that much longer", ge=0)
     batch_size: int = _key("training batch size", ge=1)
     encoder_lr: float = _key("learning rate of the encoder", ge=0)
     head_lr: float = _key("learning rate of the span head", ge=0)
@@ -189,19 +194,20 @@ _GRID = ("ks", "sample_seed", "seeds", "max_len", "variants", "jobs", "grid_back
 
 NOTEBOOKS: dict[str, tuple[str, ...]] = {
     "01_data_exploration": _WHERE + _DATA + ("n_show",),
-    # the training keys serve the pseudo-label model of explanation synthesis (LLM knowledge)
+    # the training keys serve the pseudo-label model of explanation synthesis
     "02_llm_augmentation": _WHERE + _DATA + _KNOW + _TRAIN + ("seed", "n_show"),
-    "03_training": _WHERE + _DATA + _KNOW + ("syn_init",) + _TRAIN + ("tagger_epochs", "seed", "head", "train_set",
-                                                                      "n_show"),
-    "04_ablations": _WHERE + ("dataset",) + _GRID + _KNOW + ("syn_init",) + _TRAIN + ("tagger_epochs",),
-    "05_cross_lingual": _WHERE + ("datasets",) + _GRID + _KNOW + ("syn_init",) + _TRAIN + ("tagger_epochs",),
+    "03_training": _WHERE + _DATA + _KNOW + ("syn_init",) + _TRAIN + ("tagger_epochs", "syn_epochs", "seed",
+                                                                      "head", "train_set", "n_show"),
+    "04_ablations": _WHERE + ("dataset",) + _GRID + _KNOW + ("syn_init",) + _TRAIN + ("tagger_epochs", "syn_epochs"),
+    "05_cross_lingual": _WHERE + ("datasets",) + _GRID + _KNOW + ("syn_init",) + _TRAIN + ("tagger_epochs", "syn_epochs"),
     "06_your_data": _WHERE + ("data_path", "data_format", "dataset_name", "labels", "lang", "k",
                               "k_shot", "sample_seed") + _KNOW + _TRAIN + ("seed", "selection", "cv_folds", "n_show",
                                                                         "export_format"),
 }
 TOP_LEVEL = ("run_name", "train_ahead", "shared", "notebooks")
-# the notebooks whose runs `reproduce` can train ahead (knowfree.experiment.train_ahead)
-TRAINING_NOTEBOOKS = ("03_training", "04_ablations", "05_cross_lingual")
+# the notebooks whose runs `reproduce` can train ahead (knowfree.experiment.train_ahead; 02: the
+# pseudo-label model of explanation synthesis)
+TRAINING_NOTEBOOKS = ("02_llm_augmentation", "03_training", "04_ablations", "05_cross_lingual")
 
 
 class ParamsError(ConfigError):

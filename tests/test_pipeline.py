@@ -496,3 +496,14 @@ def test_an_empty_reuse_list_keeps_the_config_hash_of_committed_sets():
     cfg = validate_augment_config(stats["provenance"]["config"])
     assert cfg["llm"]["reuse"] == [] and augment_config_hash(cfg) == stats["provenance"]["config_hash"]
     assert augment_config_hash({**cfg, "llm": {**cfg["llm"], "reuse": ["x"]}}) != augment_config_hash(cfg)
+
+
+def test_a_finished_output_is_read_back_unless_its_training_file_changed(data):
+    first = augment(config(data), reuse=True)
+    stamp = (first.output / "stats.json").stat().st_mtime_ns
+    again = augment(config(data), reuse=True)
+    assert (again.output / "stats.json").stat().st_mtime_ns == stamp  # nothing written again
+    assert again.fusion == first.fusion and again.stats == first.stats and again.syn_fusion is None
+    write(samples(TRAIN[:3], "train"), data / "train.jsonl", "jsonl")
+    changed = augment(config(data), reuse=True)
+    assert len(changed.fusion) == 3 and (changed.output / "stats.json").stat().st_mtime_ns != stamp

@@ -77,3 +77,48 @@ def test_train_ahead_must_be_a_count(tmp_path):
         P.load(path)
     # scheduling only: it does not change the params hash of a file
     assert _params(tmp_path, 3).hash == _params(tmp_path, 0).hash
+
+
+def _synthesis_params(tmp_path, ahead):
+    """The full method with tagger knowledge on MSRA K=50: explanations replayed from the
+    committed K=200 cache (the 50 sentences are its first), labelled by the fusion run of seed 1."""
+    path = tmp_path / f"syn{ahead}.yaml"
+    path.write_text("# test\n" + yaml.safe_dump({
+        "run_name": f"syn{ahead}", "train_ahead": ahead,
+        "shared": {"results_dir": str(tmp_path / "res"), "epochs": 1, "syn_epochs": 2, "threads": 2,
+                   "max_len": 0, "knowledge": "taggers", "synthesis": True, "llm_replay": True,
+                   "syn_init": "fusion", "llm_cache": "data/cache/llm/msra-k200-s42"},
+        "notebooks": {"02_llm_augmentation": {"k": 50}, "03_training": {"k": 50, "train_set": "syn_fusion"},
+                      "04_ablations": {"ks": [50], "jobs": 2, "seeds": [1, 2], "variants": ["full", "plain"]}}}),
+        encoding="utf-8")
+    return P.load(path)
+
+
+def test_synthesis_with_tagger_knowledge_trains_its_labeller_once_in_the_first_wave(tmp_path, runs):
+    params = _synthesis_params(tmp_path, 3)
+    steps = reproduce.plan(params)
+    record = reproduce._train_ahead(params, steps)
+    work = runs / "syn3" / "work"
+    configs = {f.name: json.loads((f / "config.json").read_text()) for f in (work / "train").iterdir()}
+    # the labeller (the fusion run of seed 1), plain x 2, full x 2 (seed 1 is notebook 03's run)
+    assert len(record["runs"]) == 5 == len(configs)
+    [labeller] = [n for n in configs if "-fusion-knowfree-s1-" in n]
+    full = {n: c for n, c in configs.items() if "-syn_fusion-" in n}
+    assert len(full) == 2 and all(c["train"]["init_from"] == str(work / "train" / labeller) for c in full.values())
+    assert all((c["train"]["epochs"], c["train"]["eval_every"]) == (2, 1) for c in full.values())
+    assert (work / "train" / labeller / "model.safetensors").is_file()
+    trained = _stamps(work)
+
+    p02, p03, p04 = (reproduce.notebook_values(s) for s in steps)
+    setting = experiment.prepare("msra", 50, 42, work, 0, p02["eval_limit"])
+    know = experiment.augment(setting, p02, work, p02["seed"], progress=False)
+    syn = know.stats["synthesis"]
+    assert know.stats["llm_usage"]["http_requests"] == 0 and syn["cache_hits"] == 50
+    assert syn["pseudo_label"]["run_dir"] == str(work / "train" / labeller)
+    assert set(syn["extension"]) == {"taggers"} and know.source == "taggers:lac + synthesis"
+    run = experiment.single_run(p03, work, progress=False)
+    experiment.train_run(run.config, work, run.label, progress=False)
+    frame, skipped = experiment.grid(["msra"], p04, work, progress=False)
+    assert _stamps(work) == trained and not skipped  # the notebooks train nothing again
+    assert sorted(frame["variant"]) == ["full", "full", "plain", "plain"]
+    assert set(frame.loc[frame["variant"] == "full", "init"]) == {"fusion model"}

@@ -166,15 +166,42 @@ def ask_llm(config: dict, progress: bool = False) -> dict:
     return report
 
 
-def augment(config: dict, progress: bool = False, inputs=()) -> AugmentResult:
+def finished(cfg: dict, out_dir: Path) -> AugmentResult | None:
+    """The output that a completed run of this same config, knowledge code and training file
+    left in ``out_dir``, read back; None where there is none (a registry dataset is not
+    checked: the mirror is immutable)."""
+    try:
+        stats = json.loads((out_dir / "stats.json").read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+    prov = stats.get("provenance") or {}
+    if not (stats.get("complete") and prov.get("config_hash") == augment_config_hash(cfg)
+            and prov.get("knowledge_code_hash") == knowledge_code_hash()):
+        return None
+    if cfg["train_file"] and (prov.get("data") or {}).get("sha256") != sha256_file(repo_path(cfg["train_file"])):
+        return None
+    from knowfree.data import formats
+    syn = out_dir / "syn_fusion.jsonl"
+    try:
+        return AugmentResult(out_dir, formats.read(out_dir / "fusion.jsonl", "jsonl").samples,
+                             formats.read(syn, "jsonl").samples if stats.get("synthesis") else None,
+                             LabelSchema.load(out_dir / "schema.json"), stats)
+    except FileNotFoundError:
+        return None
+
+
+def augment(config: dict, progress: bool = False, inputs=(), reuse: bool = False) -> AugmentResult:
     """Run the configured augmentation (module doc) and write its output folder. ``inputs``:
-    further (name, path) pairs no output may overwrite (the CLI's config file)."""
+    further (name, path) pairs no output may overwrite (the CLI's config file). ``reuse``:
+    return the ``finished`` output of an earlier run instead of building it again."""
     cfg = validate_augment_config(config)
     wall0 = time.perf_counter()
     timings: dict[str, float] = {}
 
     setting_name = cfg["dataset"] or repo_path(cfg["train_file"]).stem  # as load_setting names it
     out_dir = repo_path(cfg["output"]) if cfg["output"] else default_output(cfg, setting_name)
+    if reuse and (done := finished(cfg, out_dir)) is not None:
+        return done
     _guard(cfg, out_dir, inputs)
     t0 = time.perf_counter()
     setting = load_setting(cfg)
