@@ -61,7 +61,9 @@ ASIDE = {("weibo", 250): ("results/augment/weibo-k250-s42-llm-syn/stats.json",
                           {"llm-syn": "cold", "llm-syn-warm": "warm"})}
 # rows with no committed 3-seed table yet, and why
 NOT_RUN = {
-    ("weibo", 1000): "no LLM response cache for Weibo K=1000 yet (hours of the local 1.5B LLM on 2 cores)",
+    ("weibo", 1000): "its LLM response cache is partly filled (data/cache/llm/weibo-k1000-s42, hours of the "
+                     "local 1.5B LLM on 2 cores; resumed by `python -m knowfree augment "
+                     "configs/augment_weibo_k1000_llm_syn_m3e_taglabels.yaml --llm-only`), no sweep file yet",
     ("youku", 1000): "no LLM response cache for Youku K=1000 yet",
 }
 ROWS = [("weibo", 50), ("weibo", 250), ("weibo", 1000), ("youku", 250), ("youku", 1000)]
