@@ -238,7 +238,7 @@ def augment(setting: Setting, P: Mapping[str, Any], work_dir: Path, seed: int,
         config, label = labeller(setting, fusion_file, P, seed)
         train_run(config, work_dir, label, progress=progress)
         cfg = {**_label_config(setting, P), "synthesis": {
-            "enabled": True, "pseudo_label": {"run_dir": str(_run_folder(config, work_dir, label))}}}
+            "enabled": True, "pseudo_label": {"run_dir": str(run_folder(config, work_dir, label))}}}
         cfg["output"] = str(Path(work_dir) / "augment" / f"{name}-syn-{hash_json(cfg)[:8]}")
         result = pipeline.augment(cfg, progress=progress, reuse=True)
         sets["syn_fusion"] = (result.output / "syn_fusion.jsonl", result.syn_fusion)
@@ -393,7 +393,7 @@ def single_run(P: Mapping[str, Any], work_dir: Path, progress: bool = True) -> S
     return SingleRun(setting, know, samples, config, run_label(setting, train_set, head, P["seed"]))
 
 
-def _run_folder(config: dict, work_dir: Path, label: str) -> Path:
+def run_folder(config: dict, work_dir: Path, label: str) -> Path:
     """Where a run of ``config`` lives: named by its label and config hash."""
     from knowfree.config import config_hash, validate_config
     return Path(work_dir) / "train" / f"{label}-{config_hash(validate_config(config))[:8]}"
@@ -409,7 +409,7 @@ def train_run(config: dict, work_dir: Path, label: str, keep_weights: bool = Tru
     0.5 GB. A run that was complete before (notebook 03's) keeps its weights."""
     from knowfree.train import train
 
-    folder = _run_folder(config, work_dir, label)
+    folder = run_folder(config, work_dir, label)
     existed = (folder / "metrics.json").is_file()
     metrics = train(config, run_dir=folder, progress=progress)
     if not keep_weights and not existed:
@@ -458,21 +458,21 @@ def scores_row(metrics: Mapping[str, Any]) -> dict:
     return row
 
 
-def _complete(folder: Path) -> bool:
+def is_complete(folder: Path) -> bool:
     return (folder / "metrics.json").is_file()
 
 
-def _as_grid_trains(config: dict, work_dir: Path, label: str, jobs: int, ready=_complete
+def as_grid_trains(config: dict, work_dir: Path, label: str, jobs: int, ready=is_complete
                     ) -> tuple[dict, Path]:
     """The config and folder a grid of ``jobs`` parallel trainings uses for ``config``: as given
     where that run is ``ready`` (complete: notebook 03's, say) or ``jobs`` is 1, else with
     ``threads // jobs`` torch threads."""
-    folder = _run_folder(config, work_dir, label)
+    folder = run_folder(config, work_dir, label)
     if jobs == 1 or ready(folder):
         return config, folder
     config = json.loads(json.dumps(config))
     config["train"]["threads"] = max(1, (config["train"].get("threads") or 1) // jobs)
-    return config, _run_folder(config, work_dir, label)
+    return config, run_folder(config, work_dir, label)
 
 
 def train_many(jobs_list: list[tuple[dict, str]], work_dir: Path, jobs: int = 1,
@@ -489,8 +489,8 @@ def train_many(jobs_list: list[tuple[dict, str]], work_dir: Path, jobs: int = 1,
     todo: dict[Path, tuple[dict, bool]] = {}
     where: dict[int, Path] = {}
     for i, (config, label) in enumerate(jobs_list):
-        config, folder = _as_grid_trains(config, work_dir, label, jobs)
-        if jobs > 1 and not _complete(folder):
+        config, folder = as_grid_trains(config, work_dir, label, jobs)
+        if jobs > 1 and not is_complete(folder):
             todo.setdefault(folder, (config, False))
             where[i] = folder
         else:  # in this process: a run to train one after another, or a complete one to reuse
@@ -553,77 +553,3 @@ def plan_grid(datasets: list[str], P: Mapping[str, Any], work_dir: Path, progres
         raise ValueError("no variant could run: " + "; ".join(
             f"{s['variant']} ({s['dataset']}, K={s['k']}) {s['reason']}" for s in skipped))
     return planned, rows, skipped
-
-
-def train_ahead(notebooks: list[tuple[str, Mapping[str, Any]]], work_dir: Path, jobs: int,
-                progress: bool = True) -> list[Path]:
-    """Train now, ``jobs`` at a time in spawned processes, every run that the notebooks
-    ``(name, parameters)`` (02's pseudo-label model, 03, 04, 05) will ask for, exactly as each
-    will ask for it, so that each notebook then finds its runs complete and only reads them.
-    Returns the run folders trained.
-
-    Why: a notebook trains one run at a time, or its own grid side by side; notebook 03's single
-    run keeps only about 1.1 of 2 cores busy while notebook 04's runs wait their turn. Trained
-    ahead, all of them share the cores from the start. Each run's config (thread count included)
-    is the one its notebook plans: notebook 03's as given, with its weights (the notebook predicts
-    with them); a grid's as ``train_many`` would train it (``threads // jobs`` of the grid's own
-    ``jobs``, or as given where that run is complete or trained here already), scores only.
-
-    With synthesis the explanation sets need their ``labeller`` first, so the runs go in two
-    waves: the labellers side by side with every run on a set without explanation sentences,
-    then the runs on the explanation sets."""
-    trained: list[Path] = []
-    for wave in (1, 2):
-        wanted: dict[Path, tuple[dict, bool]] = {}  # folder -> (config, keep weights)
-        for name, P in notebooks:
-            if wave == 1:
-                for config, folder in _labellers(name, P, work_dir, progress):
-                    wanted.setdefault(folder, (config, True))
-                P = {**P, "synthesis": False}
-            if name == "02_llm_augmentation":
-                continue  # its only run is the labeller
-            if name == "03_training":
-                if wave == 1 and P["train_set"] in SYNTHETIC_SETS:
-                    continue
-                run = single_run(P, work_dir, progress)
-                wanted.setdefault(_run_folder(run.config, work_dir, run.label), (run.config, True))
-                continue
-            if wave == 1:
-                P = {**P, "variants": [v for v in P["variants"] if VARIANTS[v][0] not in SYNTHETIC_SETS]}
-                if not P["variants"]:
-                    continue
-            datasets = [P["dataset"]] if "dataset" in P else list(P["datasets"])
-            planned, _, _ = plan_grid(datasets, P, work_dir, progress)
-            for config, label in planned:
-                # a run trained here already counts as complete, as it will be when the grid runs
-                config, folder = _as_grid_trains(config, work_dir, label, P.get("jobs", 1),
-                                                 ready=lambda f: f in wanted or _complete(f))
-                wanted.setdefault(folder, (config, False))
-        todo = {folder: job for folder, job in wanted.items() if not _complete(folder)}
-        if todo:
-            train_in_workers(todo, max(1, jobs), progress)
-        trained += list(todo)
-    return trained
-
-
-def _labellers(name: str, P: Mapping[str, Any], work_dir: Path, progress: bool) -> list[tuple[dict, Path]]:
-    """The pseudo-label models (``labeller``) notebook ``name``'s augmentations will train, as
-    ``(config, run folder)``: one per setting it augments with synthesis on."""
-    if not P.get("synthesis") or P["knowledge"] == "none":
-        return []
-    if name in ("02_llm_augmentation", "03_training"):
-        if P.get("train_set") == "gold":
-            return []  # notebook 03 augments nothing for a gold run
-        settings, seed = [(P["dataset"], P["k"])], P["seed"]
-    else:
-        if {VARIANTS[v][0] for v in P["variants"]} == {"gold"}:
-            return []
-        datasets = [P["dataset"]] if "dataset" in P else list(P["datasets"])
-        settings, seed = [(d, k) for d in datasets for k in P["ks"]], P["seeds"][0]
-    out = []
-    for dataset, k in settings:
-        setting = prepare(dataset, k, P["sample_seed"], work_dir, P["max_len"], P["eval_limit"])
-        know = augment(setting, {**P, "synthesis": False}, work_dir, seed, progress)
-        config, label = labeller(setting, know.sets["fusion"][0], P, seed)
-        out.append((config, _run_folder(config, work_dir, label)))
-    return out

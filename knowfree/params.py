@@ -205,7 +205,7 @@ NOTEBOOKS: dict[str, tuple[str, ...]] = {
                                                                         "export_format"),
 }
 TOP_LEVEL = ("run_name", "train_ahead", "shared", "notebooks")
-# the notebooks whose runs `reproduce` can train ahead (knowfree.experiment.train_ahead; 02: the
+# the notebooks whose runs `reproduce` can train ahead (knowfree.reproduce.train_ahead; 02: the
 # pseudo-label model of explanation synthesis)
 TRAINING_NOTEBOOKS = ("02_llm_augmentation", "03_training", "04_ablations", "05_cross_lingual")
 

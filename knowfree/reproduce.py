@@ -150,8 +150,6 @@ def notebook_values(step: dict) -> dict:
 
 def _train_ahead(params: P.Params, steps: list[dict]) -> dict:
     """Every run of the training notebooks ahead of them, ``params.train_ahead`` at a time."""
-    from knowfree.experiment import train_ahead
-
     print(f"[reproduce] training the runs of {', '.join(s['notebook'] for s in steps)} ahead, "
           f"{params.train_ahead} at a time", flush=True)
     t0 = time.time()
@@ -160,6 +158,84 @@ def _train_ahead(params: P.Params, steps: list[dict]) -> dict:
     seconds = round(time.time() - t0, 1)
     print(f"[reproduce] trained ahead: {len(trained)} run(s) ({seconds:.0f} s)", flush=True)
     return {"seconds": seconds, "jobs": params.train_ahead, "runs": [f.name for f in trained]}
+
+
+def train_ahead(notebooks: list[tuple[str, dict]], work_dir: Path, jobs: int, progress: bool = True) -> list[Path]:
+    """Train now, ``jobs`` at a time in spawned processes, every run that the notebooks
+    ``(name, parameters)`` (02's pseudo-label model, 03, 04, 05) will ask for, exactly as each
+    will ask for it, so that each notebook then finds its runs complete and only reads them.
+    Returns the run folders trained.
+
+    Why: a notebook trains one run at a time, or its own grid side by side; notebook 03's single
+    run keeps only about 1.1 of 2 cores busy while notebook 04's runs wait their turn. Trained
+    ahead, all of them share the cores from the start. Each run's config (thread count included)
+    is the one its notebook plans: notebook 03's as given, with its weights (the notebook predicts
+    with them); a grid's as ``train_many`` would train it (``threads // jobs`` of the grid's own
+    ``jobs``, or as given where that run is complete or trained here already), scores only.
+
+    With synthesis the explanation sets need their labeller first (``experiment.labeller``), so
+    the runs go in two waves: the labellers side by side with every run on a set without
+    explanation sentences, then the runs on the explanation sets."""
+    from knowfree import experiment as E
+
+    trained: list[Path] = []
+    for wave in (1, 2):
+        wanted: dict[Path, tuple[dict, bool]] = {}  # folder -> (config, keep weights)
+        for name, values in notebooks:
+            if wave == 1:
+                for config, folder in _labellers(name, values, work_dir, progress):
+                    wanted.setdefault(folder, (config, True))
+                values = {**values, "synthesis": False}
+            if name == "02_llm_augmentation":
+                continue  # its only run is the labeller
+            if name == "03_training":
+                if wave == 1 and values["train_set"] in E.SYNTHETIC_SETS:
+                    continue
+                run = E.single_run(values, work_dir, progress)
+                wanted.setdefault(E.run_folder(run.config, work_dir, run.label), (run.config, True))
+                continue
+            if wave == 1:
+                values = {**values, "variants": [v for v in values["variants"]
+                                                 if E.VARIANTS[v][0] not in E.SYNTHETIC_SETS]}
+                if not values["variants"]:
+                    continue
+            datasets = [values["dataset"]] if "dataset" in values else list(values["datasets"])
+            planned, _, _ = E.plan_grid(datasets, values, work_dir, progress)
+            for config, label in planned:
+                # a run trained here already counts as complete, as it will be when the grid runs
+                config, folder = E.as_grid_trains(config, work_dir, label, values.get("jobs", 1),
+                                                  ready=lambda f: f in wanted or E.is_complete(f))
+                wanted.setdefault(folder, (config, False))
+        todo = {folder: job for folder, job in wanted.items() if not E.is_complete(folder)}
+        if todo:
+            E.train_in_workers(todo, max(1, jobs), progress)
+        trained += list(todo)
+    return trained
+
+
+def _labellers(name: str, values: dict, work_dir: Path, progress: bool) -> list[tuple[dict, Path]]:
+    """The pseudo-label models (``experiment.labeller``) that notebook ``name``'s augmentations
+    will train, as ``(config, run folder)``: one per setting it augments with synthesis on."""
+    from knowfree import experiment as E
+
+    if not values.get("synthesis") or values["knowledge"] == "none":
+        return []
+    if name in ("02_llm_augmentation", "03_training"):
+        if values.get("train_set") == "gold":
+            return []  # notebook 03 augments nothing for a gold run
+        settings, seed = [(values["dataset"], values["k"])], values["seed"]
+    else:
+        if {E.VARIANTS[v][0] for v in values["variants"]} == {"gold"}:
+            return []  # a grid of gold runs augments nothing
+        datasets = [values["dataset"]] if "dataset" in values else list(values["datasets"])
+        settings, seed = [(d, k) for d in datasets for k in values["ks"]], values["seeds"][0]
+    out = []
+    for dataset, k in settings:
+        setting = E.prepare(dataset, k, values["sample_seed"], work_dir, values["max_len"], values["eval_limit"])
+        know = E.augment(setting, {**values, "synthesis": False}, work_dir, seed, progress)
+        config, label = E.labeller(setting, know.sets["fusion"][0], values, seed)
+        out.append((config, E.run_folder(config, work_dir, label)))
+    return out
 
 
 def add_arguments(ap) -> None:

@@ -507,3 +507,18 @@ def test_a_finished_output_is_read_back_unless_its_training_file_changed(data):
     write(samples(TRAIN[:3], "train"), data / "train.jsonl", "jsonl")
     changed = augment(config(data), reuse=True)
     assert len(changed.fusion) == 3 and (changed.output / "stats.json").stat().st_mtime_ns != stamp
+
+
+def test_cli_llm_only_checks_a_committed_cache_and_builds_nothing(capsys, tmp_path):
+    """`--llm-only` in replay mode: every answer the MSRA K=200 explanation config needs is in
+    the committed cache (0 requests); a config that asks the LLM nothing, or --output, is refused."""
+    config_file = str(REPO_ROOT / "configs/augment_msra_k200_explain.yaml")
+    assert knowfree_main(["augment", config_file, "--llm-only", "--set", "llm.mode=replay", "--no-progress",
+                          "--set", f"output={tmp_path / 'out'}"]) == 0
+    out = capsys.readouterr().out
+    assert "this run asked 0 and found 200 cached" in out and "data/cache/llm/msra-k200-s42" in out
+    assert not (tmp_path / "out").exists()
+    assert knowfree_main(["augment", config_file, "--llm-only", "--output", str(tmp_path / "o")]) == 1
+    assert "--output with --llm-only" in capsys.readouterr().err
+    assert knowfree_main(["augment", config_file, "--llm-only", "--set", "synthesis.enabled=false"]) == 1
+    assert "asks the LLM nothing" in capsys.readouterr().err
