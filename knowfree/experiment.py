@@ -187,13 +187,14 @@ class Knowledge:
         return self.result.stats
 
 
-def _label_config(setting: Setting, P: Mapping[str, Any]) -> dict:
-    """The augment config of the label extension alone (the fusion set)."""
+def _augment_config(setting: Setting, P: Mapping[str, Any], llm: bool) -> dict:
+    """The augment config of the label extension (the fusion set), with the LLM's settings
+    where ``llm`` (its labels, or synthesis to follow)."""
     cfg: dict[str, Any] = {
         "train_file": str(setting.file("train")), "dev_file": str(setting.file("dev")),
         "format": "jsonl", "lang": setting.lang, "knowledge": P["knowledge"],
     }
-    if asks_llm(P):
+    if llm:
         llm = {"model": P["llm"], "cache": llm_cache_dir(P, setting),
                "mode": "replay" if P["llm_replay"] else "live"}
         if not P["llm_replay"]:
@@ -226,9 +227,8 @@ def augment(setting: Setting, P: Mapping[str, Any], work_dir: Path, seed: int,
 
     if P["knowledge"] == "none":
         return None
-    cfg = _label_config(setting, P)
-    if not llm_used(P["knowledge"]):
-        cfg.pop("llm", None)  # the fusion set asks the LLM nothing: its folder name stays the same
+    # without LLM labels the fusion set's config (and folder name) holds no LLM settings
+    cfg = _augment_config(setting, P, llm=llm_used(P["knowledge"]))
     name = f"{setting.name}-{P['knowledge']}"
     cfg["output"] = str(Path(work_dir) / "augment" / f"{name}-{hash_json(cfg)[:8]}")
     result = pipeline.augment(cfg, progress=progress, reuse=True)
@@ -237,7 +237,7 @@ def augment(setting: Setting, P: Mapping[str, Any], work_dir: Path, seed: int,
     if P["synthesis"]:
         config, label = labeller(setting, fusion_file, P, seed)
         train_run(config, work_dir, label, progress=progress)
-        cfg = {**_label_config(setting, P), "synthesis": {
+        cfg = {**_augment_config(setting, P, llm=True), "synthesis": {
             "enabled": True, "pseudo_label": {"run_dir": str(run_folder(config, work_dir, label))}}}
         cfg["output"] = str(Path(work_dir) / "augment" / f"{name}-syn-{hash_json(cfg)[:8]}")
         result = pipeline.augment(cfg, progress=progress, reuse=True)
