@@ -188,7 +188,7 @@ def inspector(records: Sequence[Mapping]):
     pick = widgets.IntSlider(value=0, min=0, max=len(records) - 1, description="sentence",
                              continuous_update=False)
     has_syn = any(r.get("synthetic") for r in records)
-    # offered only when some sentence has synthetic data (not with tagger knowledge); its own
+    # offered only when some sentence has synthetic data (none without synthesis); its own
     # width, so the label is not cut
     only_syn = widgets.Checkbox(value=False, description="only sentences with synthetic data",
                                 indent=False, layout=widgets.Layout(width="auto"))
